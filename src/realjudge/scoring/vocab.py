@@ -1,0 +1,126 @@
+"""Score vocabulary: which token carries each score, and where the score sits in a rollout.
+
+Everything is derived from the tokenizer; no token id is written down anywhere. Tokenizers split
+``"[RESULT] 4"`` in one of two ways: the space is its own token and the digit follows
+(SmolLM2, Llama-2 style), or the space is fused with the digit (``" 4"``, GPT-2 / Llama-3
+style). :meth:`ScoreVocab.from_tokenizer` tries both and keeps the one under which every score
+is exactly one token in every test context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from realjudge.scoring.prompts import OutputFormat, get_format
+
+# Text that may precede the cue; the score must tokenize the same way after each of them.
+_CONTEXTS = ("", "Feedback: The response is good.", "fine.\n", "x ")
+
+
+class ScoreVocabError(ValueError):
+    """The tokenizer cannot express a score of the scale as a single token after the cue."""
+
+
+@dataclass(frozen=True)
+class ScoreVocab:
+    """Score tokens of one tokenizer for one output format and one integer scale.
+
+    Attributes:
+        scores: the integer scores, ascending.
+        token_ids: the token that carries each score right after ``cue_text``.
+        cue_text: the text right before the score token (the format's cue, with its trailing
+            space when the tokenizer keeps spaces apart from digits, without it otherwise).
+        score_texts: the decoded text of each score token (``"4"`` or ``" 4"``).
+    """
+
+    scores: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    cue_text: str
+    score_texts: tuple[str, ...]
+
+    @classmethod
+    def from_tokenizer(
+        cls, tokenizer: Any, fmt: str | OutputFormat = "result", scale: tuple[int, int] = (1, 5)
+    ) -> ScoreVocab:
+        fmt = get_format(fmt)
+        lo, hi = scale
+        scores = tuple(range(lo, hi + 1))
+        core = fmt.cue.rstrip()
+        sep = fmt.cue[len(core) :]
+        problems: list[str] = []
+        for cue_text, prefix in ((core + sep, ""), (core, sep)):
+            ids = []
+            for k in scores:
+                tid = _single_continuation(tokenizer, cue_text, f"{prefix}{k}")
+                if tid is None:
+                    problems.append(f"{cue_text!r} + {prefix}{k!s}")
+                    break
+                ids.append(tid)
+            else:
+                if len(set(ids)) != len(ids):
+                    raise ScoreVocabError(f"scores {scores} map to repeated tokens {ids}")
+                texts = tuple(tokenizer.decode([t]) for t in ids)
+                return cls(
+                    scores=scores, token_ids=tuple(ids), cue_text=cue_text, score_texts=texts
+                )
+        raise ScoreVocabError(
+            f"the tokenizer cannot write every score of the scale {lo}-{hi} as one token after the "
+            f"cue {fmt.cue!r} (first failure: {problems[0]}). Use a smaller scale or another "
+            "output format (--format)."
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.scores)
+
+    def forced_cue_text(self) -> str:
+        """Text appended to a feedback that never wrote the cue."""
+        return " " + self.cue_text
+
+    def score_of_token(self, token_id: int) -> int | None:
+        try:
+            return self.scores[self.token_ids.index(token_id)]
+        except ValueError:
+            return None
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _single_continuation(tokenizer: Any, cue_text: str, continuation: str) -> int | None:
+    """The one token that ``continuation`` adds after ``cue_text`` in every test context."""
+    found: int | None = None
+    for ctx in _CONTEXTS:
+        head = _encode(tokenizer, ctx + cue_text)
+        full = _encode(tokenizer, ctx + cue_text + continuation)
+        if len(full) != len(head) + 1 or full[: len(head)] != head:
+            return None
+        if found is not None and full[-1] != found:
+            return None
+        found = full[-1]
+    return found
+
+
+def find_cue_end(token_texts: Sequence[str], cue_text: str) -> int | None:
+    """Number of leading tokens that end exactly where the LAST ``cue_text`` ends.
+
+    ``token_texts`` are the decoded pieces of a generated sequence. The score distribution is
+    the model's next-token distribution after that many tokens. Returns ``None`` when the cue
+    is absent or when no token boundary falls at its end (the cue would need re-tokenizing).
+    """
+    text = "".join(token_texts)
+    start = text.rfind(cue_text)
+    if start < 0:
+        return None
+    end = start + len(cue_text)
+    pos = 0
+    for i, piece in enumerate(token_texts):
+        pos += len(piece)
+        if pos == end:
+            return i + 1
+        if pos > end:
+            return None
+    return None
