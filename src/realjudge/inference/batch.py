@@ -1,0 +1,113 @@
+"""One batch layout and one forward pass for every place that reads a judge's outputs.
+
+Prompts are left-padded to a common length P and responses right-padded to R, so every
+response starts at column P. A single forward pass then gives, from the same logits,
+- the log-probability of each response token (policy gradient, SFT cross-entropy), and
+- the next-token logits at the score position (RAIL's y_hat and p(y | x, c)),
+which is why REAL costs what GRPO costs: no second teacher-forced pass. Training and inference
+call the same code, so the score position cannot drift between them.
+
+``score_index[i]`` counts the response tokens written before the score: the score is predicted
+by the logits at column ``P - 1 + score_index[i]`` (0 for score-only prompts that end with the
+cue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class JudgeBatch:
+    input_ids: torch.Tensor  # [N, P+R]
+    attention_mask: torch.Tensor  # [N, P+R]
+    position_ids: torch.Tensor  # [N, P+R]
+    response_ids: torch.Tensor  # [N, R] (pad where absent)
+    response_mask: torch.Tensor  # [N, R] 1.0 on tokens that enter token-level losses
+    score_index: torch.Tensor  # [N] long
+    prompt_len: int  # P
+
+    @property
+    def response_len(self) -> int:
+        return self.response_ids.shape[1]
+
+    def to(self, device: torch.device | str) -> JudgeBatch:
+        return JudgeBatch(
+            **{
+                k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                for k, v in self.__dict__.items()
+            }
+        )
+
+
+def make_batch(
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    score_index: Sequence[int] | None = None,
+    loss_lengths: Sequence[int] | None = None,
+) -> JudgeBatch:
+    """Lay out ``N`` (prompt, response) pairs.
+
+    Args:
+        score_index: response tokens before the score, per row; default: the whole response
+            (a rollout truncated right after its cue, or an empty response after a cue prompt).
+        loss_lengths: how many leading response tokens enter token-level losses (e.g. the
+            tokens the policy really sampled, leaving out an appended cue); default: all.
+    """
+    n = len(prompt_ids)
+    if len(response_ids) != n:
+        raise ValueError("prompt_ids and response_ids differ in length")
+    P = max(len(p) for p in prompt_ids)
+    R = max(1, max(len(r) for r in response_ids))
+    input_ids = torch.full((n, P + R), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, P + R), dtype=torch.long)
+    resp = torch.full((n, R), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, R), dtype=torch.float32)
+    for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
+        input_ids[i, P - len(p) : P] = torch.tensor(list(p), dtype=torch.long)
+        attention[i, P - len(p) : P] = 1
+        if len(r):
+            input_ids[i, P : P + len(r)] = torch.tensor(list(r), dtype=torch.long)
+            attention[i, P : P + len(r)] = 1
+            resp[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        m = len(r) if loss_lengths is None else loss_lengths[i]
+        mask[i, :m] = 1.0
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    if score_index is None:
+        score_index = [len(r) for r in response_ids]
+    si = torch.tensor(list(score_index), dtype=torch.long)
+    if (si > R).any() or (si < 0).any():
+        raise ValueError("score_index outside the response")
+    return JudgeBatch(input_ids, attention, position_ids, resp, mask, si, P)
+
+
+@dataclass
+class JudgeForward:
+    token_logprobs: torch.Tensor  # [N, R] log pi(response token); mask with response_mask
+    score_logits: torch.Tensor  # [N, V] next-token logits at the score position
+    token_entropy: torch.Tensor | None = None  # [N, R] when asked for
+
+
+def judge_forward(model: torch.nn.Module, batch: JudgeBatch, entropy: bool = False) -> JudgeForward:
+    """One forward pass; logits are computed only over the response columns (+1)."""
+    R = batch.response_len
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        logits_to_keep=R + 1,
+        use_cache=False,
+    )
+    logits = out.logits.float()  # [N, R+1, V]; column j predicts response token j
+    logp = torch.log_softmax(logits[:, :R], dim=-1)
+    token_logprobs = logp.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    score_logits = logits[rows, batch.score_index]
+    ent = None
+    if entropy:
+        ent = -(logp.exp() * logp).sum(-1)
+    return JudgeForward(token_logprobs=token_logprobs, score_logits=score_logits, token_entropy=ent)
