@@ -24,14 +24,14 @@ def score_distribution(
     Returns:
         ``(probs [..., K], leaked [...])``. Differentiable in ``logits``.
     """
-    logp_full = torch.log_softmax(logits.float(), dim=-1)
-    logp_scores = logp_full.index_select(-1, score_token_ids.to(logits.device))
-    in_scale = torch.logsumexp(logp_scores, dim=-1)
-    leaked = -torch.expm1(in_scale)  # 1 - sum_k p_k, accurate when the sum is near 1
+    logits = logits.float()
+    score_logits = logits.index_select(-1, score_token_ids.to(logits.device))
+    log_in_scale = torch.logsumexp(score_logits, dim=-1) - torch.logsumexp(logits, dim=-1)
+    leaked = -torch.expm1(log_in_scale)  # 1 - sum_k p_k, accurate when the sum is near 1
     if normalize:
-        probs = torch.softmax(logp_scores, dim=-1)
+        probs = torch.softmax(score_logits, dim=-1)
     else:
-        probs = logp_scores.exp()
+        probs = torch.exp(score_logits - torch.logsumexp(logits, dim=-1, keepdim=True))
     return probs, leaked
 
 
