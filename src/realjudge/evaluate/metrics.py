@@ -1,0 +1,316 @@
+"""Agreement metrics between judge predictions and gold scores, with bootstrap CIs.
+
+Pure numpy/scipy, no torch. Every value returned is JSON-safe: undefined quantities
+(a correlation of a constant vector, fewer than three rows, ...) are ``None``, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "FAILED_STATUS",
+    "METRIC_NAMES",
+    "OK_STATUSES",
+    "confusion_matrix",
+    "correlation_metrics",
+    "round_half_up",
+    "summarize_predictions",
+]
+
+#: Row statuses whose prediction counts as a scored output.
+OK_STATUSES: frozenset[str] = frozenset({"ok", "forced_cue", "retokenized_cue"})
+#: The status_counts bucket for rows with no status at all.
+FAILED_STATUS = "unknown"
+#: Metrics that get a bootstrap ``<name>_ci``.
+METRIC_NAMES: tuple[str, ...] = ("pearson", "spearman", "kendall", "rmse", "mae", "accuracy")
+_CORRELATIONS: tuple[str, ...] = ("pearson", "spearman", "kendall")
+
+# Kendall's bootstrap uses an n x n pair-sign matrix (one BLAS product per block of resamples)
+# up to this many rows; above it, looping scipy's O(n log n) kendalltau is faster.
+_KENDALL_MATRIX_MAX_N = 1536
+# Bootstrap resamples processed per block (bounds the (block, n) temporaries).
+_BOOT_BLOCK = 256
+# Tolerance for round-half-up so that 3.4999999999999996 (a float mean of 3 and 4) -> 4.
+_ROUND_EPS = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def round_half_up(x: float | np.ndarray) -> np.ndarray:
+    """Round half up (4.5 -> 5, 4.33 -> 4, 2.5 -> 3), unlike numpy's banker's rounding."""
+    return np.floor(np.asarray(x, dtype=float) + 0.5 + _ROUND_EPS).astype(int)
+
+
+def _finite_or_none(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _is_constant(a: np.ndarray) -> bool:
+    return a.size == 0 or bool(np.ptp(a) == 0.0)
+
+
+def _rowwise_pearson(xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of two (B, n) arrays; NaN where a row is constant."""
+    xc = xb - xb.mean(axis=1, keepdims=True)
+    yc = yb - yb.mean(axis=1, keepdims=True)
+    sxy = np.einsum("ij,ij->i", xc, yc)
+    sxx = np.einsum("ij,ij->i", xc, xc)
+    syy = np.einsum("ij,ij->i", yc, yc)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = np.sqrt(sxx * syy)
+        r = np.where(den > 0, sxy / np.where(den > 0, den, 1.0), np.nan)
+    return np.clip(r, -1.0, 1.0)
+
+
+def _tie_pairs(counts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Tied pairs per resample: ``sum_g m_g (m_g - 1) / 2`` with ``m_g`` the resampled rows of
+    tie group ``g`` (``groups[k]`` is row k's group, ``counts[b, k]`` its multiplicity)."""
+    order = np.argsort(groups, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(groups[order]) != 0])
+    m = np.add.reduceat(counts[:, order], starts, axis=1)
+    return 0.5 * np.einsum("ij,ij->i", m, m - 1.0)
+
+
+def _boot_kendall(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Kendall tau-b of ``(x[idx[b]], y[idx[b]])`` for every bootstrap row ``b`` (NaN if undefined).
+
+    A resample is fully described by the multiplicity ``c_k`` of each original row, so with
+    ``A[k, l] = sign(x_k - x_l) * sign(y_k - y_l)`` the concordant-minus-discordant count is
+    ``c^T A c / 2`` and the tied pairs in x are ``sum_g m_g (m_g - 1) / 2`` over groups of
+    equal x (``m_g`` = resampled rows in the group). That makes tau-b one matrix product.
+    """
+    n = x.size
+    n_boot = idx.shape[0]
+    if n > _KENDALL_MATRIX_MAX_N:
+        out = np.empty(n_boot)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for b in range(n_boot):
+                out[b] = stats.kendalltau(x[idx[b]], y[idx[b]]).statistic
+        return out
+
+    a = (np.sign(x[:, None] - x[None, :]) * np.sign(y[:, None] - y[None, :])).astype(np.float32)
+    gx = np.unique(x, return_inverse=True)[1].ravel()
+    gy = np.unique(y, return_inverse=True)[1].ravel()
+    n_pairs = n * (n - 1) / 2.0
+    out = np.empty(n_boot)
+    offsets = np.arange(_BOOT_BLOCK)[:, None] * n
+    for start in range(0, n_boot, _BOOT_BLOCK):
+        blk = idx[start : start + _BOOT_BLOCK]
+        nb = blk.shape[0]
+        counts = np.bincount((blk + offsets[:nb]).ravel(), minlength=nb * n).reshape(nb, n)
+        counts = counts.astype(np.float32)
+        # entries of counts @ a are integers bounded by n: exact in float32
+        s = 0.5 * np.einsum("ij,ij->i", (counts @ a).astype(np.float64), counts)
+        c64 = counts.astype(np.float64)
+        tx = _tie_pairs(c64, gx)
+        ty = _tie_pairs(c64, gy)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            den = np.sqrt((n_pairs - tx) * (n_pairs - ty))
+            out[start : start + nb] = np.where(den > 0, s / np.where(den > 0, den, 1.0), np.nan)
+    return np.clip(out, -1.0, 1.0)
+
+
+def _percentile_ci(values: np.ndarray, ci: float) -> list[float] | None:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return None
+    alpha = (1.0 - ci) / 2.0
+    lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
+    return [float(lo), float(hi)]
+
+
+def _point_correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "pearson": _finite_or_none(stats.pearsonr(x, y).statistic),
+            "spearman": _finite_or_none(stats.spearmanr(x, y).statistic),
+            "kendall": _finite_or_none(stats.kendalltau(x, y, variant="b").statistic),
+        }
+
+
+def _as_pairs(pred: Sequence[float], gold: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    if len(pred) != len(gold):
+        raise ValueError(f"pred and gold differ in length: {len(pred)} != {len(gold)}")
+    p = np.array([np.nan if v is None else float(v) for v in pred], dtype=float)
+    g = np.array([np.nan if v is None else float(v) for v in gold], dtype=float)
+    keep = np.isfinite(p) & np.isfinite(g)
+    return p[keep], g[keep]
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def confusion_matrix(
+    pred_int: Iterable[int], gold_int: Iterable[int], scores: Sequence[int]
+) -> list[list[int]]:
+    """Counts ``m[i][j]`` of rows with gold ``scores[i]`` and prediction ``scores[j]``.
+
+    Rows are gold, columns are predictions (the sklearn convention). Pairs where either value
+    is not in ``scores`` are ignored.
+    """
+    pos = {int(s): i for i, s in enumerate(scores)}
+    m = [[0] * len(pos) for _ in pos]
+    for p, g in zip(pred_int, gold_int, strict=True):
+        if p is None or g is None:
+            continue
+        i, j = pos.get(int(g)), pos.get(int(p))
+        if i is not None and j is not None:
+            m[i][j] += 1
+    return m
+
+
+def correlation_metrics(
+    pred: Sequence[float],
+    gold: Sequence[float],
+    *,
+    scale: tuple[int, int] = (1, 5),
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, Any]:
+    """Pearson/Spearman/Kendall tau-b, RMSE, MAE and rounded accuracy, each with a bootstrap CI.
+
+    Pairs where either side is None/NaN are dropped (``n`` counts the rest). ``accuracy``
+    compares ``round_half_up(clamp(pred, scale))`` with ``round_half_up(gold)`` (golds may be
+    means such as 4.33). ``<metric>_ci`` is a ``[lo, hi]`` percentile bootstrap interval over
+    rows (``n_boot`` resamples, deterministic for a given ``seed``); resamples where a
+    correlation is undefined are left out of its interval. Correlations are ``None`` when
+    ``n < 3`` or either side is constant; every undefined value is ``None``.
+    """
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    lo, hi = int(scale[0]), int(scale[1])
+    x, y = _as_pairs(pred, gold)
+    n = int(x.size)
+    out: dict[str, Any] = {"n": n}
+    for name in METRIC_NAMES:
+        out[name] = None
+        out[f"{name}_ci"] = None
+    if n == 0:
+        return out
+
+    err = x - y
+    hit = (round_half_up(np.clip(x, lo, hi)) == round_half_up(y)).astype(float)
+    out["rmse"] = float(np.sqrt(np.mean(err**2)))
+    out["mae"] = float(np.mean(np.abs(err)))
+    out["accuracy"] = float(hit.mean())
+    corr_defined = n >= 3 and not _is_constant(x) and not _is_constant(y)
+    if corr_defined:
+        out.update(_point_correlations(x, y))
+
+    if n_boot <= 0 or n < 2:
+        return out
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boots: dict[str, np.ndarray] = {
+        "rmse": np.sqrt(np.mean(err[idx] ** 2, axis=1)),
+        "mae": np.mean(np.abs(err)[idx], axis=1),
+        "accuracy": np.mean(hit[idx], axis=1),
+    }
+    if corr_defined:
+        xb, yb = x[idx], y[idx]
+        boots["pearson"] = _rowwise_pearson(xb, yb)
+        boots["spearman"] = _rowwise_pearson(stats.rankdata(xb, axis=1), stats.rankdata(yb, axis=1))
+        boots["kendall"] = _boot_kendall(x, y, idx)
+    for name, values in boots.items():
+        if out[name] is not None:
+            out[f"{name}_ci"] = _percentile_ci(values, ci)
+    return out
+
+
+def _status_key(status: Any) -> str:
+    if status is None:
+        return FAILED_STATUS
+    s = str(status)
+    return s.split(":", 1)[0].strip() or FAILED_STATUS
+
+
+def _field_metrics(
+    rows: list[dict], field: str, scale: tuple[int, int], n_boot: int, seed: int
+) -> dict[str, Any]:
+    pairs = [
+        (r[field], r["gold"])
+        for r in rows
+        if r.get(field) is not None and r.get("gold") is not None
+    ]
+    pred = [p for p, _ in pairs]
+    gold = [g for _, g in pairs]
+    return correlation_metrics(pred, gold, scale=scale, n_boot=n_boot, seed=seed)
+
+
+def summarize_predictions(
+    rows: list[dict],
+    *,
+    scale: tuple[int, int] = (1, 5),
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Summary of inference prediction rows: status counts plus the metrics of ``prediction``.
+
+    Scored rows have a status in :data:`OK_STATUSES`, a ``prediction`` and a ``gold``.
+    Keys: ``n_total``; ``n`` (scored); ``n_failed`` (status not ok-ish: ``bad_row``,
+    ``error: ...``, skips); ``n_unlabeled`` (ok-ish rows without a gold); ``status_counts``
+    (statuses cut at the first ``:``, so all ``error: ...`` share ``error``);
+    ``mean_leaked_mass`` (over rows with a ``leaked_mass``); ``forced_cue_rate`` (share of
+    ok-ish rows with status ``forced_cue``); ``scale``; ``confusion`` (``scores`` and
+    ``matrix``, gold rows x rounded-prediction columns); the :func:`correlation_metrics` keys
+    for ``prediction``; and, when rows carry both ``expected_score`` and ``decoded_score``,
+    ``by_field`` with the metrics of each.
+    """
+    lo, hi = int(scale[0]), int(scale[1])
+    status_counts = Counter(_status_key(r.get("status")) for r in rows)
+    ok_rows = [r for r in rows if r.get("status") in OK_STATUSES]
+    scored = [
+        r
+        for r in ok_rows
+        if r.get("prediction") is not None
+        and r.get("gold") is not None
+        and math.isfinite(float(r["prediction"]))
+        and math.isfinite(float(r["gold"]))
+    ]
+    leaked = [float(r["leaked_mass"]) for r in rows if r.get("leaked_mass") is not None]
+    leaked = [v for v in leaked if math.isfinite(v)]
+
+    out: dict[str, Any] = {
+        "n_total": len(rows),
+        "n_failed": len(rows) - len(ok_rows),
+        "n_unlabeled": sum(1 for r in ok_rows if r.get("gold") is None),
+        "status_counts": dict(sorted(status_counts.items())),
+        "mean_leaked_mass": float(np.mean(leaked)) if leaked else None,
+        "forced_cue_rate": (
+            sum(1 for r in ok_rows if r.get("status") == "forced_cue") / len(ok_rows)
+            if ok_rows
+            else None
+        ),
+        "scale": [lo, hi],
+    }
+    out.update(_field_metrics(ok_rows, "prediction", (lo, hi), n_boot, seed))
+    scores = list(range(lo, hi + 1))
+    pred_int = [int(round_half_up(min(max(float(r["prediction"]), lo), hi))) for r in scored]
+    gold_int = [int(round_half_up(min(max(float(r["gold"]), lo), hi))) for r in scored]
+    out["confusion"] = {"scores": scores, "matrix": confusion_matrix(pred_int, gold_int, scores)}
+
+    if any(
+        r.get("expected_score") is not None and r.get("decoded_score") is not None for r in ok_rows
+    ):
+        out["by_field"] = {
+            f: _field_metrics(ok_rows, f, (lo, hi), n_boot, seed)
+            for f in ("expected_score", "decoded_score")
+        }
+    return out
