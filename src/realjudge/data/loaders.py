@@ -1,0 +1,621 @@
+"""Load judging data from any supported source into :class:`JudgeRecord` lists.
+
+``load_records(spec)`` picks the source from ``spec`` (the user's ``--data``):
+
+* ``embedded`` / ``embedded-ood`` -- the generated task of :mod:`realjudge.data.embedded`;
+* a local file (``.json`` list, ``.jsonl``, ``.parquet``) in one of three row schemas,
+  auto-detected from the fields of the first usable row:
+
+  - ``prometheus-benchmark``: the Prometheus benchmark files (Vicuna Bench, FLASK, MT Bench):
+    ``instruction`` is an already rendered judge prompt, ``gpt4_score`` the annotator scores;
+  - ``feedback-collection``: Feedback-Collection / Feedback-Bench rows (``orig_*`` parts);
+  - ``records``: our own JSONL (:meth:`JudgeRecord.to_dict`), see :func:`write_jsonl`;
+
+* a Hugging Face hub id (``owner/name`` that is not a local path), read with
+  ``datasets.load_dataset`` and parsed by the same row parsers.
+
+Every malformed row is reported with its file, row and field: :class:`DataError` on the first
+one, or -- with ``skip_bad=True`` -- skipped and listed in :attr:`LoadResult.bad_rows`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from realjudge.data.records import JudgeRecord, Rubric
+
+FORMAT_EMBEDDED = "embedded"
+FORMAT_PROMETHEUS = "prometheus-benchmark"
+FORMAT_FEEDBACK_COLLECTION = "feedback-collection"
+FORMAT_RECORDS = "records"
+FILE_FORMATS = (FORMAT_PROMETHEUS, FORMAT_FEEDBACK_COLLECTION, FORMAT_RECORDS)
+
+DEFAULT_SCALE = (1, 5)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FILE_SUFFIXES = {".json", ".jsonl", ".ndjson", ".parquet"}
+
+# Row kinds: how a row number is counted in messages.
+LINE = "line"  # 1-based line of a JSONL file
+INDEX = "index"  # 0-based position in a JSON list, parquet file or hub dataset
+
+
+class DataError(ValueError):
+    """A data source cannot be read, or one of its rows is malformed."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """One malformed row: where it is (file, row, field) and what is wrong with it.
+
+    ``row`` is a 1-based line number when ``row_kind == "line"`` (JSONL) and a 0-based
+    position when ``row_kind == "index"`` (JSON list, parquet, hub dataset).
+    """
+
+    source: str
+    row: int
+    field: str
+    message: str
+    row_kind: str = LINE
+
+    @property
+    def location(self) -> str:
+        if self.row_kind == LINE:
+            return f"{self.source}, line {self.row} (1-based)"
+        return f"{self.source}, row index {self.row} (0-based)"
+
+    def __str__(self) -> str:
+        return f"{self.location}, field {self.field!r}: {self.message}"
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_records` read: the records, the skipped rows, and where/how."""
+
+    records: list[JudgeRecord]
+    bad_rows: list[BadRow] = field(default_factory=list)
+    source: str = ""
+    format: str = ""
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def summary(self) -> str:
+        text = f"{len(self.records)} records from {self.source} ({self.format})"
+        if self.bad_rows:
+            text += f", {len(self.bad_rows)} bad rows skipped"
+        return text
+
+
+class _RowError(Exception):
+    """Raised by a row parser; turned into a :class:`BadRow` with the row's location."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+
+
+def load_records(
+    spec: str,
+    split: str | None = None,
+    *,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    seed: int = 0,
+) -> LoadResult:
+    """Load records from ``spec``: ``embedded``, ``embedded-ood``, a local file or a hub id.
+
+    ``split`` selects the embedded split (``train``/``test``, default ``test``) or the hub
+    split (default ``train``); a local file is one split already and ignores it. ``limit``
+    keeps the first ``limit`` records in file order (for ``embedded`` it is the number of
+    records generated). ``seed`` only affects the embedded generator.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    spec = str(spec)
+    if spec in ("embedded", "embedded-ood"):
+        return _load_embedded(spec, split, limit, seed)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_dir():
+            raise DataError(f"{spec} is a directory; pass a .json, .jsonl or .parquet file")
+        return _load_file(path, limit, skip_bad)
+    if _HUB_ID.match(spec) and path.suffix.lower() not in _FILE_SUFFIXES:
+        return _load_hub(spec, split, limit, skip_bad)
+    raise DataError(
+        f"data source {spec!r} not found: expected 'embedded', 'embedded-ood', an existing "
+        ".json/.jsonl/.parquet file, or a Hugging Face dataset id like "
+        "'prometheus-eval/Feedback-Bench'"
+    )
+
+
+def split_by_group(
+    records: Sequence[JudgeRecord], test_fraction: float, seed: int
+) -> tuple[list[JudgeRecord], list[JudgeRecord]]:
+    """Split ``records`` into ``(train, test)`` by ``group_id`` so no group is in both.
+
+    A record without ``group_id`` is a group of its own. About ``test_fraction`` of the
+    groups go to test (at least one group on each side when there are two or more groups and
+    the fraction is strictly between 0 and 1). Deterministic in ``seed`` and independent of
+    the input order; both parts keep the input order.
+    """
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}")
+    keys = [_group_key(r) for r in records]
+    groups = sorted(set(keys))
+    random.Random(seed).shuffle(groups)
+    n_test = int(math.floor(test_fraction * len(groups) + 0.5))
+    if len(groups) >= 2 and 0.0 < test_fraction < 1.0:
+        n_test = min(max(n_test, 1), len(groups) - 1)
+    test_groups = set(groups[:n_test])
+    train = [r for r, k in zip(records, keys, strict=True) if k not in test_groups]
+    test = [r for r, k in zip(records, keys, strict=True) if k in test_groups]
+    return train, test
+
+
+def write_jsonl(records: Iterable[JudgeRecord], path: str | Path) -> Path:
+    """Write records as JSONL (one :meth:`JudgeRecord.to_dict` per line); read back with
+    :func:`load_records`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    return path
+
+
+def detect_format(row: Any) -> str | None:
+    """The row schema a row belongs to (one of :data:`FILE_FORMATS`), or None."""
+    if not isinstance(row, dict):
+        return None
+    if any(isinstance(k, str) and k.startswith("orig_") for k in row):
+        return FORMAT_FEEDBACK_COLLECTION
+    if "response" in row or "id" in row:
+        return FORMAT_RECORDS
+    if "gpt4_score" in row or "gpt4_feedback" in row:
+        return FORMAT_PROMETHEUS
+    if "instruction" in row and "score" in row:
+        return FORMAT_PROMETHEUS
+    return None
+
+
+def parse_prometheus_prompt(prompt: str) -> dict[str, Any]:
+    """Cut a rendered Prometheus absolute-grading prompt into its parts.
+
+    Returns a dict with whichever of ``instruction``, ``response``, ``reference_answer``,
+    ``rubric`` (a :class:`Rubric`) and ``scale`` were found; missing or unusual sections are
+    simply left out.
+    """
+    out: dict[str, Any] = {}
+    m = re.search(r"integer (?:number )?between (\d+) and (\d+)", prompt)
+    lo, hi = (int(m.group(1)), int(m.group(2))) if m else DEFAULT_SCALE
+    if lo < hi:
+        out["scale"] = (lo, hi)
+    else:
+        lo, hi = DEFAULT_SCALE
+
+    def header(pattern: str, start: int, end: int, last: bool) -> re.Match[str] | None:
+        found = list(re.compile(pattern, re.M).finditer(prompt, start, end))
+        if not found:
+            return None
+        return found[-1] if last else found[0]
+
+    n = len(prompt)
+    inst = header(r"^###The instruction to evaluate:", 0, n, last=False)
+    # Sections after the response are located from the end, so that a response that happens
+    # to contain a header-like line cannot cut it short.
+    feedback = header(r"^###Feedback:", 0, n, last=True)
+    tail_end = feedback.start() if feedback else n
+    rubric = header(r"^###Score Rubrics?:", 0, tail_end, last=True)
+    ref_end = rubric.start() if rubric else tail_end
+    ref = header(r"^###Reference Answer(?: \(Score \d+\))?:", 0, ref_end, last=True)
+    resp_start = inst.end() if inst else 0
+    resp_end = ref.start() if ref else ref_end
+    resp = header(r"^###Response to evaluate:", resp_start, resp_end, last=False)
+
+    if inst is not None and resp is not None:
+        out["instruction"] = prompt[inst.end() : resp.start()].strip()
+    if resp is not None:
+        out["response"] = prompt[resp.end() : resp_end].strip()
+    if ref is not None:
+        out["reference_answer"] = prompt[ref.end() : ref_end].strip()
+    if rubric is not None:
+        parsed = _parse_rubric(prompt[rubric.end() : tail_end], (lo, hi))
+        if parsed is not None:
+            out["rubric"] = parsed
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_embedded(spec: str, split: str | None, limit: int | None, seed: int) -> LoadResult:
+    if spec == "embedded-ood":
+        if split not in (None, "ood"):
+            raise DataError(f"'embedded-ood' has only the split 'ood', got split {split!r}")
+        split = "ood"
+    else:
+        split = split or "test"
+        if split not in ("train", "test", "ood"):
+            raise DataError(
+                f"'embedded' has the splits 'train' and 'test' (and 'ood', also reachable as "
+                f"'embedded-ood'), got split {split!r}"
+            )
+    from realjudge.data.embedded import generate_embedded
+
+    records = generate_embedded(split, n=limit, seed=seed)
+    if limit is not None:
+        records = records[:limit]
+    return LoadResult(records=records, source=f"embedded:{split}", format=FORMAT_EMBEDDED)
+
+
+def _load_file(path: Path, limit: int | None, skip_bad: bool) -> LoadResult:
+    source = str(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        rows = _iter_parquet(path)
+    else:
+        rows = _iter_json_or_jsonl(path)
+    return _parse_rows(rows, source, _name_prefix(path.stem), limit, skip_bad)
+
+
+def _load_hub(spec: str, split: str | None, limit: int | None, skip_bad: bool) -> LoadResult:
+    split = split or "train"
+    source = f"hf:{spec}[{split}]"
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a dependency
+        raise DataError(f"loading the hub dataset {spec!r} needs the 'datasets' package") from e
+    try:
+        ds = datasets.load_dataset(spec, split=split)
+    except Exception as e:
+        raise DataError(
+            f"could not load the Hugging Face dataset {spec!r} (split {split!r}): "
+            f"{type(e).__name__}: {e}. Without network access, download it elsewhere and pass "
+            "the local .json/.jsonl/.parquet file instead."
+        ) from e
+
+    def rows() -> Iterator[tuple[int, str, Any]]:
+        for i, row in enumerate(ds):
+            yield i, INDEX, row
+
+    return _parse_rows(rows(), source, _name_prefix(spec.split("/")[-1]), limit, skip_bad)
+
+
+def _iter_json_or_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """Yield ``(row, row_kind, value)``; a JSON-decoding failure of one line is the value
+    :class:`_BadJson`."""
+    with path.open("r", encoding="utf-8-sig") as f:
+        head = f.read(4096)
+    first = head.lstrip()[:1]
+    if not first:
+        raise DataError(f"{path} is empty: no rows to load")
+    if first == "[" or (first == "{" and path.suffix.lower() == ".json"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as e:
+            if first == "{" and e.msg == "Extra data":
+                data = None  # JSON lines in a .json file
+            else:
+                raise DataError(
+                    f"{path} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}"
+                ) from e
+        if data is not None:
+            if not isinstance(data, list):
+                raise DataError(
+                    f"{path} holds a JSON {type(data).__name__}; expected a list of row "
+                    "objects (or JSON lines)"
+                )
+            if not data:
+                raise DataError(f"{path} is empty: the JSON list has no rows")
+            yield from ((i, INDEX, row) for i, row in enumerate(data))
+            return
+    with path.open("r", encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as e:
+                value = _BadJson(f"invalid JSON: {e.msg} (column {e.colno})")
+            yield lineno, LINE, value
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise DataError(f"{path} is not a readable parquet file: {e}") from e
+    if pf.metadata.num_rows == 0:
+        raise DataError(f"{path} is empty: the parquet file has no rows")
+    i = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            yield i, INDEX, row
+            i += 1
+
+
+@dataclass(frozen=True)
+class _BadJson:
+    message: str
+
+
+def _parse_rows(
+    rows: Iterable[tuple[int, str, Any]],
+    source: str,
+    prefix: str,
+    limit: int | None,
+    skip_bad: bool,
+) -> LoadResult:
+    records: list[JudgeRecord] = []
+    bad: list[BadRow] = []
+    fmt: str | None = None
+    seen_ids: set[str] = set()
+    n_rows = 0
+    for row_no, kind, value in rows:
+        n_rows += 1
+        if limit is not None and len(records) >= limit:
+            break
+        try:
+            if isinstance(value, _BadJson):
+                raise _RowError("<row>", value.message)
+            if not isinstance(value, dict):
+                raise _RowError("<row>", f"expected a JSON object, got {type(value).__name__}")
+            if fmt is None:
+                fmt = detect_format(value)
+                if fmt is None:
+                    raise _RowError(
+                        "<row>",
+                        "cannot tell the data format from the fields "
+                        f"{sorted(map(str, value))[:12]}: expected a Prometheus benchmark row "
+                        "(instruction, gpt4_score), a Feedback-Collection row (orig_*) or a "
+                        "record (id, instruction, response, ...)",
+                    )
+            record = _PARSERS[fmt](value, f"{prefix}-{row_no}")
+            if record.id in seen_ids:
+                raise _RowError("id", f"duplicate id {record.id!r}")
+            seen_ids.add(record.id)
+            records.append(record)
+        except _RowError as e:
+            message = e.message if fmt is None else f"{e.message} [format: {fmt}]"
+            bad_row = BadRow(source, row_no, e.field, message, kind)
+            if not skip_bad:
+                raise DataError(str(bad_row)) from None
+            bad.append(bad_row)
+    if n_rows == 0:
+        raise DataError(f"{source} is empty: no rows to load")
+    if not records and (limit is None or limit > 0):
+        raise DataError(
+            f"{source}: no valid rows ({len(bad)} bad); first problem: {bad[0] if bad else '-'}"
+        )
+    return LoadResult(records=records, bad_rows=bad, source=source, format=fmt or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# row parsers
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_prometheus_row(row: dict[str, Any], default_id: str) -> JudgeRecord:
+    prompt = _require_str(row, "instruction")
+    parts = parse_prometheus_prompt(prompt)
+    scale = parts.get("scale", DEFAULT_SCALE)
+
+    score_field = "gpt4_score" if "gpt4_score" in row else "score"
+    if score_field not in row or row[score_field] is None:
+        raise _RowError("gpt4_score", "missing field (the annotator scores)")
+    raw = row[score_field]
+    values = raw if isinstance(raw, list | tuple) else [raw]
+    if not values:
+        raise _RowError(score_field, "empty list of scores")
+    scores = [_as_score(v, score_field, scale) for v in values]
+    gold = sum(scores) / len(scores)
+
+    feedbacks = row.get("gpt4_feedback")
+    if feedbacks is None:
+        feedbacks = []
+    elif isinstance(feedbacks, str):
+        feedbacks = [feedbacks]
+    elif not isinstance(feedbacks, list | tuple) or not all(isinstance(x, str) for x in feedbacks):
+        raise _RowError("gpt4_feedback", "expected a string or a list of strings")
+
+    group = row.get("idx", row.get("question_id"))
+    meta = {
+        k: v for k, v in row.items() if k not in ("instruction", "gpt4_feedback") and _is_plain(v)
+    }
+    meta["gpt4_score"] = list(values)
+    meta["gpt4_feedback"] = list(feedbacks)
+    meta["prompt_parsed"] = "response" in parts
+    return JudgeRecord(
+        id=default_id,
+        instruction=parts.get("instruction", prompt),
+        response=parts.get("response", ""),
+        gold=gold,
+        rubric=parts.get("rubric"),
+        reference_answer=parts.get("reference_answer"),
+        reference_feedback=feedbacks[0] if feedbacks else None,
+        group_id=None if group is None else str(group),
+        scale=scale,
+        rendered_prompt=prompt,
+        meta=meta,
+    )
+
+
+_FC_REQUIRED = ("orig_instruction", "orig_response", "orig_criteria")
+_RESULT_TAIL = re.compile(r"\s*\[RESULT\]\s*\S*\s*$")
+
+
+def _parse_feedback_collection_row(row: dict[str, Any], default_id: str) -> JudgeRecord:
+    instruction, response, criterion = (_require_str(row, k) for k in _FC_REQUIRED)
+    descriptions = {k: _require_str(row, f"orig_score{k}_description") for k in range(1, 6)}
+    if "orig_score" not in row or row["orig_score"] is None:
+        raise _RowError("orig_score", "missing field")
+    gold = _as_score(row["orig_score"], "orig_score", DEFAULT_SCALE)
+    reference = _optional_str(row, "orig_reference_answer")
+    feedback = _optional_str(row, "orig_feedback")
+    if feedback is None and isinstance(row.get("output"), str):
+        feedback = _RESULT_TAIL.sub("", row["output"]).strip() or None
+    group = hashlib.sha1(instruction.strip().encode("utf-8")).hexdigest()[:16]
+    return JudgeRecord(
+        id=default_id,
+        instruction=instruction,
+        response=response,
+        gold=gold,
+        rubric=Rubric(criterion=criterion, descriptions=descriptions),
+        reference_answer=reference,
+        reference_feedback=feedback,
+        group_id=group,
+        scale=DEFAULT_SCALE,
+        rendered_prompt=None,
+        meta={"source_format": FORMAT_FEEDBACK_COLLECTION},
+    )
+
+
+def _parse_record_row(row: dict[str, Any], default_id: str) -> JudgeRecord:
+    del default_id  # own records carry their id
+    for key in ("id", "instruction", "response"):
+        if key not in row or row[key] is None:
+            raise _RowError(key, "missing field")
+    if not isinstance(row["id"], str | int) or isinstance(row["id"], bool):
+        raise _RowError("id", f"expected a string, got {type(row['id']).__name__}")
+    for key in ("instruction", "response"):
+        _require_str(row, key)
+    for key in ("reference_answer", "reference_feedback", "rendered_prompt"):
+        _optional_str(row, key)
+
+    scale_raw = row.get("scale", list(DEFAULT_SCALE))
+    if (
+        not isinstance(scale_raw, list | tuple)
+        or len(scale_raw) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in scale_raw)
+        or scale_raw[0] >= scale_raw[1]
+    ):
+        raise _RowError("scale", f"expected [lo, hi] integers with lo < hi, got {scale_raw!r}")
+    scale = (scale_raw[0], scale_raw[1])
+    if row.get("gold") is not None:
+        _as_score(row["gold"], "gold", scale)
+
+    rubric = row.get("rubric")
+    if rubric is not None:
+        if not isinstance(rubric, dict):
+            raise _RowError("rubric", "expected an object {criterion, descriptions}")
+        if not isinstance(rubric.get("criterion"), str):
+            raise _RowError("rubric.criterion", "missing field or not a string")
+        desc = rubric.get("descriptions")
+        if not isinstance(desc, dict):
+            raise _RowError("rubric.descriptions", "expected an object {score: text}")
+        for k, v in desc.items():
+            try:
+                int(k)
+            except (TypeError, ValueError):
+                raise _RowError("rubric.descriptions", f"key {k!r} is not an integer") from None
+            if not isinstance(v, str):
+                raise _RowError("rubric.descriptions", f"description of {k!r} is not a string")
+    if row.get("meta") is not None and not isinstance(row["meta"], dict):
+        raise _RowError("meta", "expected an object")
+    if row.get("group_id") is not None and not _is_scalar(row["group_id"]):
+        raise _RowError("group_id", "expected a string")
+    try:
+        return JudgeRecord.from_dict(row)
+    except (KeyError, TypeError, ValueError) as e:  # pragma: no cover - validated above
+        raise _RowError("<row>", f"{type(e).__name__}: {e}") from None
+
+
+_PARSERS = {
+    FORMAT_PROMETHEUS: _parse_prometheus_row,
+    FORMAT_FEEDBACK_COLLECTION: _parse_feedback_collection_row,
+    FORMAT_RECORDS: _parse_record_row,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _require_str(row: dict[str, Any], key: str) -> str:
+    if key not in row or row[key] is None:
+        raise _RowError(key, "missing field")
+    value = row[key]
+    if not isinstance(value, str):
+        raise _RowError(key, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _optional_str(row: dict[str, Any], key: str) -> str | None:
+    value = row.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _RowError(key, f"expected a string or null, got {type(value).__name__}")
+    return value
+
+
+def _as_score(value: Any, key: str, scale: tuple[int, int]) -> float:
+    """A finite number (or numeric string) inside ``scale``."""
+    if isinstance(value, bool):
+        raise _RowError(key, f"expected a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise _RowError(key, f"expected a number, got {value!r}") from None
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise _RowError(key, f"expected a number, got {type(value).__name__}")
+    lo, hi = scale
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise _RowError(key, f"score {value!r} is outside the scale {lo}..{hi}")
+    return number
+
+
+def _parse_rubric(text: str, scale: tuple[int, int]) -> Rubric | None:
+    text = text.strip()
+    m = re.match(r"\[(.*?)\]\s*\n", text, re.S)
+    if m is None:
+        return None
+    criterion = m.group(1).strip()
+    body = text[m.end() :]
+    items = re.findall(r"^Score (\d+):[ \t]*(.*?)(?=^Score \d+:|\Z)", body, re.M | re.S)
+    descriptions = {int(k): v.strip() for k, v in items}
+    lo, hi = scale
+    if len(items) != hi - lo + 1 or set(descriptions) != set(range(lo, hi + 1)):
+        return None
+    return Rubric(criterion=criterion, descriptions=descriptions)
+
+
+def _group_key(record: JudgeRecord) -> str:
+    if record.group_id is not None:
+        return "g:" + str(record.group_id)
+    return "id:" + str(record.id)
+
+
+def _name_prefix(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name) or "row"
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _is_plain(value: Any) -> bool:
+    """JSON-serialisable scalars and flat lists of them (kept in ``meta``)."""
+    if _is_scalar(value):
+        return True
+    return isinstance(value, list) and all(_is_scalar(v) for v in value)
