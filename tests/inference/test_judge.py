@@ -1,0 +1,258 @@
+"""The Judge on the tiny random model: RAIL math, score position, batching, CoT, decode, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import realjudge.inference.judge as judge_mod
+from realjudge.data.records import JudgeRecord, Rubric
+from realjudge.inference.judge import Judge, JudgeConfig, encode_prompt
+from realjudge.scoring.prompts import render_prompt
+from realjudge.scoring.rail import score_distribution
+from realjudge.scoring.vocab import ScoreVocab
+
+
+def expectation(probs):
+    """sum_k k * p_k on the 1..5 scale."""
+    return sum((j + 1) * p for j, p in enumerate(probs))
+
+
+RUBRIC = Rubric("Does the answer list every item?", {k: f"{k} of 5 items" for k in range(1, 6)})
+
+
+def make_records(n: int = 6) -> list[JudgeRecord]:
+    """Records of clearly different prompt lengths (so batches need padding)."""
+    return [
+        JudgeRecord(
+            id=f"r{i}",
+            instruction="List the items. " + "Be thorough. " * (i * 3),
+            response="apples, pears" + ", plums" * i,
+            gold=float(1 + i % 5),
+            rubric=RUBRIC,
+        )
+        for i in range(n)
+    ]
+
+
+def cfg(**kw) -> JudgeConfig:
+    kw.setdefault("progress", False)
+    kw.setdefault("backend", "transformers")
+    return JudgeConfig(**kw)
+
+
+def direct_distribution(model, tokenizer, record, normalize=True, fmt="result"):
+    """The score distribution from a plain, unpadded forward pass on prompt + cue."""
+    vocab = ScoreVocab.from_tokenizer(tokenizer, fmt)
+    ids = encode_prompt(tokenizer, render_prompt(record, tokenizer, fmt) + vocab.cue_text)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1]
+    probs, leaked = score_distribution(logits, torch.tensor(vocab.token_ids), normalize)
+    return probs.tolist(), float(leaked)
+
+
+def test_rail_math_normalised(tiny_model, tokenizer):
+    rows = Judge(tiny_model, tokenizer, cfg()).predict_all(make_records(4))
+    for row in rows:
+        p = row["distribution"]
+        assert row["status"] == "ok" and len(p) == 5
+        assert sum(p) == pytest.approx(1.0, abs=1e-5)
+        assert row["expected_score"] == pytest.approx(expectation(p))
+        assert row["prediction"] == row["expected_score"]
+        assert 1.0 <= row["expected_score"] <= 5.0
+        assert row["decoded_score"] == 1 + max(range(5), key=lambda j: p[j])
+        assert 0.0 <= row["leaked_mass"] <= 1.0
+        assert row["feedback"] == "" and row["samples"] == 1 and row["n_forced"] == 0
+
+
+def test_rail_math_raw_sums_to_one_minus_leaked(tiny_model, tokenizer):
+    records = make_records(3)
+    norm = Judge(tiny_model, tokenizer, cfg()).predict_all(records)
+    raw = Judge(tiny_model, tokenizer, cfg(normalize=False)).predict_all(records)
+    for rn, rr in zip(norm, raw, strict=True):
+        p = rr["distribution"]
+        assert sum(p) == pytest.approx(1.0 - rr["leaked_mass"], abs=1e-5)
+        assert rr["expected_score"] == pytest.approx(expectation(p))
+        assert rr["leaked_mass"] == pytest.approx(rn["leaked_mass"], abs=1e-6)
+        # raw = renormalised * in-scale mass (1 - leaked, here far below 1 for a random model)
+        for a, b in zip(p, rn["distribution"], strict=True):
+            assert a == pytest.approx(b * sum(p), rel=1e-4)
+
+
+def test_score_is_read_right_after_the_cue(tiny_model, tokenizer):
+    records = make_records(3)
+    for normalize in (True, False):
+        rows = Judge(tiny_model, tokenizer, cfg(normalize=normalize)).predict_all(records)
+        for rec, row in zip(records, rows, strict=True):
+            probs, leaked = direct_distribution(tiny_model, tokenizer, rec, normalize)
+            assert row["distribution"] == pytest.approx(probs, abs=1e-5)
+            assert row["leaked_mass"] == pytest.approx(leaked, abs=1e-5)
+
+
+def test_batching_and_padding_do_not_change_results(tiny_model, tokenizer):
+    records = make_records(7)
+    batched = Judge(tiny_model, tokenizer, cfg(batch_size=4))
+    batched.window = 5  # several windows, each sorted by length
+    single = Judge(tiny_model, tokenizer, cfg(batch_size=1))
+    a, b = batched.predict_all(records), single.predict_all(records)
+    assert [r["id"] for r in a] == [r.id for r in records] == [r["id"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["distribution"] == pytest.approx(rb["distribution"], abs=1e-4)
+        assert ra["expected_score"] == pytest.approx(rb["expected_score"], abs=1e-4)
+        assert ra["leaked_mass"] == pytest.approx(rb["leaked_mass"], abs=1e-4)
+
+
+def test_left_truncation_keeps_the_cue(tiny_model, tokenizer):
+    rec = make_records(3)[2]
+    row = Judge(tiny_model, tokenizer, cfg(max_prompt_tokens=16)).predict_all([rec])[0]
+    assert row["truncated"] is True and row["status"] == "ok"
+    vocab = ScoreVocab.from_tokenizer(tokenizer)
+    ids = encode_prompt(tokenizer, render_prompt(rec, tokenizer) + vocab.cue_text)[-16:]
+    with torch.no_grad():
+        logits = tiny_model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1]
+    probs, _ = score_distribution(logits, torch.tensor(vocab.token_ids))
+    assert row["distribution"] == pytest.approx(probs.tolist(), abs=1e-5)
+
+
+def test_cot_on_a_random_model_forces_the_cue(tiny_model, tokenizer):
+    rows = Judge(tiny_model, tokenizer, cfg(cot=True, max_new_tokens=6, batch_size=2)).predict_all(
+        make_records(3)
+    )
+    assert [r["id"] for r in rows] == ["r0", "r1", "r2"]
+    for row in rows:
+        assert row["status"] in ("ok", "forced_cue", "retokenized_cue")
+        assert row["n_forced"] == (row["status"] != "ok")
+        assert sum(row["distribution"]) == pytest.approx(1.0, abs=1e-5)
+        assert isinstance(row["feedback"], str) and row["feedback"].endswith("[RESULT] ")
+    assert sum(r["n_forced"] for r in rows) >= 1  # a random model never writes the cue
+
+
+def _scripted_sample(texts_by_call, tokenizer):
+    """A stand-in for rollout.sample that returns fixed continuations (per prompt, per sample)."""
+    calls = []
+
+    def fake_sample(model, tok, prompt_ids, *, num_samples=1, **kw):
+        calls.append(
+            {"prompt_ids": [list(p) for p in prompt_ids], "num_samples": num_samples, **kw}
+        )
+        texts = texts_by_call[len(calls) - 1]
+        out = []
+        for i in range(len(prompt_ids)):
+            for s in range(num_samples):
+                ids = tok.encode(texts[i][s], add_special_tokens=False)
+                out.append(ids + [tok.eos_token_id] + tok.encode(" junk", add_special_tokens=False))
+        return out
+
+    return fake_sample, calls
+
+
+def test_cot_reads_the_distribution_at_the_cue(tiny_model, tokenizer, monkeypatch):
+    records = make_records(3)
+    texts = [
+        [
+            ["Feedback: all items. [RESULT] 4 and more"],
+            ["Feedback: rambling with no verdict"],
+            ["Feedback: two missing. Score: 2"],
+        ]
+    ]
+    fake, calls = _scripted_sample(texts, tokenizer)
+    monkeypatch.setattr(judge_mod, "sample", fake)
+    rows = Judge(tiny_model, tokenizer, cfg(cot=True, mode="decode", batch_size=8)).predict_all(
+        records
+    )
+    assert calls[0]["greedy"] is True and calls[0]["num_samples"] == 1
+    ok, forced, parsed = rows
+    assert ok["status"] == "ok" and ok["decoded_score"] == 4 and ok["prediction"] == 4
+    assert ok["feedback"] == "Feedback: all items. [RESULT] "
+    assert ok["n_forced"] == 0 and ok["n_decode_fallback"] == 0
+    assert forced["status"] == "forced_cue" and forced["n_forced"] == 1
+    assert forced["n_decode_fallback"] == 1  # no score anywhere: argmax at the forced cue
+    assert forced["decoded_score"] == 1 + max(range(5), key=lambda j: forced["distribution"][j])
+    assert parsed["status"] == "forced_cue" and parsed["decoded_score"] == 2
+    assert parsed["n_decode_fallback"] == 0
+
+    # the distribution is the next-token distribution after prompt + feedback-up-to-cue
+    vocab = ScoreVocab.from_tokenizer(tokenizer)
+    for rec, row in zip(records, rows, strict=True):
+        prompt = encode_prompt(tokenizer, render_prompt(rec, tokenizer))
+        cut = tokenizer.encode(row["feedback"], add_special_tokens=False)
+        with torch.no_grad():
+            logits = tiny_model(torch.tensor([prompt + cut]), logits_to_keep=1).logits[0, -1]
+        probs, _ = score_distribution(logits, torch.tensor(vocab.token_ids))
+        assert row["distribution"] == pytest.approx(probs.tolist(), abs=1e-4)
+        assert row["expected_score"] == pytest.approx(expectation(probs.tolist()), abs=1e-4)
+
+
+def test_samples_are_averaged(tiny_model, tokenizer, monkeypatch):
+    texts = [[["Feedback: fine. [RESULT] 5", "Feedback: weak. [RESULT] 2", "no verdict"]]]
+    fake, calls = _scripted_sample(texts, tokenizer)
+    monkeypatch.setattr(judge_mod, "sample", fake)
+    row = Judge(tiny_model, tokenizer, cfg(cot=True, samples=3)).predict_all(make_records(1))[0]
+    assert calls[0]["num_samples"] == 3
+    assert calls[0]["greedy"] is False and calls[0]["temperature"] == 1.0
+    assert row["samples"] == 3 and len(row["feedback"]) == 3
+    assert row["status"] == "forced_cue" and row["n_forced"] == 1
+    assert row["expected_score"] == pytest.approx(sum(row["sample_expected"]) / 3)
+    assert row["sample_decoded"][:2] == [5, 2]
+    assert row["decoded_score"] == pytest.approx(sum(row["sample_decoded"]) / 3)
+    assert sum(row["distribution"]) == pytest.approx(1.0, abs=1e-5)
+    dist_expected = expectation(row["distribution"])
+    assert row["expected_score"] == pytest.approx(dist_expected, abs=1e-6)
+
+
+def test_real_sampling_with_several_samples(tiny_model, tokenizer):
+    rows = Judge(tiny_model, tokenizer, cfg(cot=True, samples=2, max_new_tokens=4)).predict_all(
+        make_records(2)
+    )
+    for row in rows:
+        assert row["samples"] == 2 and len(row["sample_expected"]) == 2
+        assert row["expected_score"] == pytest.approx(sum(row["sample_expected"]) / 2)
+
+
+def test_score_only_decode_mode(tiny_model, tokenizer):
+    rows = Judge(tiny_model, tokenizer, cfg(mode="decode")).predict_all(make_records(3))
+    for row in rows:
+        assert row["prediction"] == row["decoded_score"]
+        assert row["decoded_score"] == 1 + max(range(5), key=lambda j: row["distribution"][j])
+        assert row["n_decode_fallback"] == 0
+
+
+def test_a_bad_item_becomes_an_error_row(tiny_model, tokenizer, monkeypatch):
+    records = make_records(4)
+    records[1].scale = (1, 10)  # "10" is two tokens for SmolLM2: no score vocabulary
+    judge = Judge(tiny_model, tokenizer, cfg(batch_size=4))
+    real_run = judge.backend.run
+
+    def flaky_run(items):
+        if any(it.record.id == "r3" for it in items):
+            raise RuntimeError("boom on r3")
+        return real_run(items)
+
+    monkeypatch.setattr(judge.backend, "run", flaky_run)
+    rows = judge.predict_all(records)
+    assert [r["id"] for r in rows] == ["r0", "r1", "r2", "r3"]
+    assert rows[0]["status"] == "ok" and rows[2]["status"] == "ok"
+    assert rows[1]["status"].startswith("error: ScoreVocabError")
+    assert rows[3]["status"] == "error: RuntimeError: boom on r3"
+    assert rows[3]["prediction"] is None and rows[3]["gold"] == records[3].gold
+
+
+def test_generator_input_and_progress_bar(tiny_model, tokenizer, capsys):
+    records = make_records(3)
+    rows = list(Judge(tiny_model, tokenizer, cfg(progress=True)).predict(iter(records)))
+    assert [r["id"] for r in rows] == ["r0", "r1", "r2"]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        JudgeConfig(mode="argmax")
+    with pytest.raises(ValueError):
+        JudgeConfig(fmt="nope")
+    with pytest.raises(ValueError):
+        JudgeConfig(cot=True, samples=4, temperature=0.0)
+    assert JudgeConfig(cot=True, samples=4).effective_temperature == 1.0
+    assert JudgeConfig(cot=True).greedy
+    assert JudgeConfig(samples=4).effective_samples == 1
+    assert not math.isnan(JudgeConfig(temperature=0.7).effective_temperature)
