@@ -1,0 +1,253 @@
+"""Evaluation runs: load a judge and a data set, grade every row, write predictions and a report.
+
+:func:`run_eval` is what ``realjudge eval`` calls; :func:`score_file` is what ``realjudge
+score`` calls. Both stream one JSON line per input row (flushed as it is written), so a long
+run can be watched with ``tail -f`` and an interrupted run keeps what it did. Rows the loader
+could not parse are written too, with ``status: "bad_row"`` and their row number: every input
+row has a line in the output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from realjudge.inference.judge import Judge, JudgeConfig, load_judge
+
+log = logging.getLogger(__name__)
+
+BAD_ROW = "bad_row"
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation run (the flags of ``realjudge eval``).
+
+    Attributes:
+        model: ``embedded``, ``tiny``, a checkpoint directory or a hub id
+            (:func:`realjudge.models.load_model`).
+        data: ``embedded``, ``embedded-ood``, a Prometheus benchmark JSON file, a
+            Feedback-Collection json/jsonl/parquet file or hub id, or our own JSONL
+            (:func:`realjudge.data.loaders.load_records`).
+        split: data split (embedded: ``test`` by default; hub: ``train`` by default).
+        limit: grade only the first ``limit`` records.
+        mode, cot, samples, normalize, fmt, batch_size, max_new_tokens, temperature, top_p,
+        max_prompt_tokens, backend: see :class:`~realjudge.inference.judge.JudgeConfig`.
+        out: output directory (default ``runs/eval-<timestamp>``).
+        skip_bad: skip malformed input rows (they are still listed in predictions.jsonl)
+            instead of stopping at the first one.
+        seed: data generation (embedded), sampling and bootstrap seed.
+        n_boot: bootstrap resamples for the confidence intervals.
+        device, dtype: ``auto`` / ``None`` pick CUDA + bf16 when present, else CPU + fp32.
+        progress: show a progress bar.
+    """
+
+    model: str = "embedded"
+    data: str = "embedded"
+    split: str | None = None
+    limit: int | None = None
+    mode: str = "rail"
+    cot: bool = False
+    samples: int = 1
+    normalize: bool = True
+    fmt: str = "result"
+    out: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    skip_bad: bool = False
+    seed: int = 0
+    n_boot: int = 1000
+    device: str | None = None
+    dtype: str | None = None
+    progress: bool = True
+    temperature: float | None = None
+    top_p: float = 0.9
+    max_prompt_tokens: int | None = 2048
+    backend: str = "auto"
+
+    def judge_config(self) -> JudgeConfig:
+        return JudgeConfig(
+            mode=self.mode,
+            cot=self.cot,
+            samples=self.samples,
+            normalize=self.normalize,
+            fmt=self.fmt,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            batch_size=self.batch_size,
+            max_prompt_tokens=self.max_prompt_tokens,
+            backend=self.backend,
+            progress=self.progress,
+            seed=self.seed,
+        )
+
+
+def default_out_dir(prefix: str = "eval") -> Path:
+    return Path("runs") / f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def bad_row_line(bad: Any) -> dict[str, Any]:
+    """The output line of an input row the loader rejected."""
+    return {
+        "id": None,
+        "gold": None,
+        "prediction": None,
+        "status": BAD_ROW,
+        "row": bad.row,
+        "row_kind": bad.row_kind,
+        "field": bad.field,
+        "error": bad.message,
+        "source": bad.source,
+    }
+
+
+def _write_line(f: IO[str], row: dict) -> None:
+    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    f.flush()
+
+
+def _stream(judge: Judge, loaded: Any, path: Path) -> list[dict]:
+    """Write the bad rows, then one prediction per record; return every row written."""
+    rows: list[dict] = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for bad in loaded.bad_rows:
+            row = bad_row_line(bad)
+            _write_line(f, row)
+            rows.append(row)
+        for row in judge.predict(loaded.records):
+            _write_line(f, row)
+            rows.append(row)
+    return rows
+
+
+def _scale(records: list[Any]) -> tuple[int, int]:
+    scales = {tuple(r.scale) for r in records}
+    if len(scales) > 1:
+        log.warning("records have several scales %s; metrics use %s", scales, min(scales))
+    return min(scales) if scales else (1, 5)  # type: ignore[return-value]
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    """Grade ``cfg.data`` with ``cfg.model``; write ``predictions.jsonl``, ``metrics.json``,
+    ``report.md`` and the plots into ``cfg.out``; return the metrics dict
+    (:func:`~realjudge.evaluate.metrics.summarize_predictions` keys plus ``runtime``)."""
+    from realjudge.data.loaders import load_records
+    from realjudge.evaluate.metrics import summarize_predictions
+    from realjudge.evaluate.report import write_report
+
+    out = Path(cfg.out) if cfg.out else default_out_dir("eval")
+    out.mkdir(parents=True, exist_ok=True)
+    judge_cfg = cfg.judge_config()  # validates the inference flags before any loading
+    loaded = load_records(
+        cfg.data, cfg.split, limit=cfg.limit, skip_bad=cfg.skip_bad, seed=cfg.seed
+    )
+    for bad in loaded.bad_rows:
+        log.warning("bad input row skipped: %s", bad)
+    t0 = time.perf_counter()
+    judge = load_judge(cfg.model, judge_cfg, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rows = _stream(judge, loaded, out / "predictions.jsonl")
+    infer_s = time.perf_counter() - t1
+    scale = _scale(loaded.records)
+    metrics = summarize_predictions(rows, scale=scale, n_boot=cfg.n_boot, seed=cfg.seed)
+    n_items = len(loaded.records)
+    metrics["runtime"] = {
+        "model_load_s": load_s,
+        "inference_s": infer_s,
+        "examples_per_s": n_items / infer_s if infer_s > 0 else None,
+        "backend": judge.backend.name,
+        "out": str(out),
+    }
+    config = asdict(cfg)
+    config.update(
+        out=str(out),
+        data_source=loaded.source,
+        data_format=loaded.format,
+        n_records=n_items,
+        n_bad_rows=len(loaded.bad_rows),
+        scale=list(scale),
+        backend_used=judge.backend.name,
+        temperature_used=judge_cfg.effective_temperature if cfg.cot else None,
+    )
+    reading = ("CoT + " if cfg.cot else "score-only ") + (
+        "RAIL" if cfg.mode == "rail" else "decode"
+    )
+    title = f"{cfg.model} on {loaded.source} ({reading})"
+    files = write_report(out, rows, metrics, config, title=title)
+    log.info("wrote %s", ", ".join(str(p) for p in files.values()))
+    return metrics
+
+
+def score_file(
+    model: str | Judge,
+    input: str | Path,
+    output: str | Path,
+    config: JudgeConfig | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    seed: int = 0,
+    split: str | None = None,
+) -> dict[str, Any]:
+    """Grade every row of ``input`` (any format :func:`~realjudge.data.loaders.load_records`
+    reads; gold optional) into the JSONL file ``output``; the Python side of ``realjudge score``.
+
+    Malformed rows become lines with ``status: "bad_row"`` and their row number; items that fail
+    at inference get ``status: "error: ..."``. ``model`` is a model spec or an already built
+    :class:`~realjudge.inference.judge.Judge`. Returns counts: ``n_rows``, ``n_scored``,
+    ``n_bad_rows``, ``n_errors``, ``status_counts``, ``output``.
+    """
+    from collections import Counter
+
+    from realjudge.data.loaders import load_records
+
+    loaded = load_records(str(input), split, skip_bad=True, seed=seed)
+    judge = (
+        model
+        if isinstance(model, Judge)
+        else load_judge(model, config or JudgeConfig(), device=device, dtype=dtype, seed=seed)
+    )
+    rows = _stream(judge, loaded, Path(output))
+    counts = Counter(str(r["status"]).split(":", 1)[0] for r in rows)
+    return {
+        "n_rows": len(rows),
+        "n_scored": sum(counts[s] for s in ("ok", "forced_cue", "retokenized_cue")),
+        "n_bad_rows": counts[BAD_ROW],
+        "n_errors": counts["error"],
+        "status_counts": dict(sorted(counts.items())),
+        "output": str(output),
+    }
+
+
+def format_summary(metrics: dict, out: str | Path | None = None) -> str:
+    """A short plain-text summary of :func:`run_eval`'s metrics for the console."""
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    lines = [
+        f"rows {metrics.get('n_total')}  scored {metrics.get('n')}  failed {metrics.get('n_failed')}"
+    ]
+    for name in ("pearson", "spearman", "kendall", "rmse", "mae", "accuracy"):
+        ci = metrics.get(f"{name}_ci")
+        ci_txt = f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        lines.append(f"{name:<9}{fmt(metrics.get(name))}{ci_txt}")
+    lines.append(
+        f"leaked mass {fmt(metrics.get('mean_leaked_mass'))}  "
+        f"forced-cue rate {fmt(metrics.get('forced_cue_rate'))}"
+    )
+    rt = metrics.get("runtime") or {}
+    if rt.get("examples_per_s"):
+        lines.append(f"{rt['examples_per_s']:.2f} examples/s ({rt.get('backend')})")
+    out = out if out is not None else rt.get("out")
+    if out is not None:
+        lines.append(f"output: {out}")
+    return "\n".join(lines)
