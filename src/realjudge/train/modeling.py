@@ -1,0 +1,179 @@
+"""The model side of training: starting weights, LoRA, warm starts, and the final export.
+
+A run's output dir is a normal transformers checkpoint once training ends (LoRA merged), plus
+the tokenizer and ``realjudge.json`` (method, format, scale, config), so
+``realjudge.models.load_model(out)`` and ``realjudge eval --model out`` read it directly.
+``init_from`` accepts that dir, a ``checkpoints/step-*`` dir of any run (its adapters are
+merged), or a run dir that was interrupted before exporting (its latest checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from realjudge.models import load_model, load_tokenizer, pick_device, pick_dtype
+
+log = logging.getLogger(__name__)
+
+META_FILE = "realjudge.json"
+STATE_FILE = "trainer_state.json"
+CHECKPOINTS = "checkpoints"
+
+
+class InitFromError(ValueError):
+    """``init_from`` does not point at anything a model can be built from."""
+
+
+def _dtype(name: str) -> torch.dtype:
+    return pick_dtype(pick_device("cpu"), name)
+
+
+def load_base(spec: str, dtype: str, seed: int) -> tuple[Any, Any]:
+    """Model (on CPU, not yet moved) and tokenizer of ``spec`` (``tiny``/``embedded``/dir/hub)."""
+    if spec in ("tiny", "embedded"):
+        lm = load_model(spec, device="cpu", dtype=dtype, seed=seed)
+        return lm.model, lm.tokenizer
+    from transformers import AutoModelForCausalLM
+
+    # from_pretrained directly (no .to()): under DeepSpeed ZeRO-3 it partitions while loading.
+    model = AutoModelForCausalLM.from_pretrained(spec, dtype=_dtype(dtype))
+    return model, load_tokenizer(spec)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete ``checkpoints/step-*`` dir of a run (complete = has its state file)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def load_start(cfg: Any) -> tuple[Any, Any]:
+    """Starting model and tokenizer of a run: ``cfg.model``, or ``cfg.init_from``'s weights."""
+    if not cfg.init_from:
+        return load_base(cfg.model, cfg.dtype, cfg.seed)
+    return load_init_from(cfg.init_from, cfg.dtype, fallback_tokenizer=cfg.model)
+
+
+def load_init_from(
+    path: str | Path, dtype: str, fallback_tokenizer: str = "embedded"
+) -> tuple[Any, Any]:
+    """Weights of ``path`` as a plain (merged) model, and its tokenizer."""
+    path = Path(path)
+    if not path.exists():
+        raise InitFromError(f"init_from {path} does not exist")
+    if (path / "config.json").is_file():
+        model, tok = load_base(str(path), dtype, seed=0)
+        if not (path / "tokenizer_config.json").is_file():
+            tok = load_tokenizer(fallback_tokenizer)
+        return model, tok
+    ckpt = path if (path / STATE_FILE).is_file() else latest_checkpoint(path)
+    if ckpt is None:
+        raise InitFromError(
+            f"init_from {path}: not a transformers checkpoint (no config.json), not a training "
+            "checkpoint (no trainer_state.json) and holds no checkpoints/step-* to resume from"
+        )
+    return _model_from_checkpoint(ckpt, dtype)
+
+
+def _model_from_checkpoint(ckpt: Path, dtype: str) -> tuple[Any, Any]:
+    """Rebuild the model a run trained (its start + adapters) and load a checkpoint's weights."""
+    from realjudge.train.config import load_saved_config
+
+    saved = load_saved_config(ckpt)
+    model, tok = load_start(saved)
+    if saved.lora:
+        model = apply_lora(model, saved)
+    state = _read_model_state(ckpt)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied weights are stored once; anything else missing means a wrong checkpoint.
+    tied = {k for k in missing if "lm_head" in k or "embed_tokens" in k}
+    if unexpected or set(missing) - tied:
+        raise InitFromError(
+            f"{ckpt}: weights do not fit the model of its run "
+            f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
+    if saved.lora:
+        model = model.merge_and_unload()
+    model.to(_dtype(dtype))
+    return model, tok
+
+
+def _read_model_state(ckpt: Path) -> dict[str, torch.Tensor]:
+    safe = ckpt / "model.safetensors"
+    if safe.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(safe))
+    binf = ckpt / "pytorch_model.bin"
+    if binf.is_file():
+        return torch.load(binf, map_location="cpu", weights_only=True)
+    raise InitFromError(
+        f"{ckpt} holds no single-file model state (model.safetensors); sharded FSDP/DeepSpeed "
+        "checkpoints must be exported first: finish or resume that run, then use its output dir"
+    )
+
+
+def apply_lora(model: Any, cfg: Any) -> Any:
+    """Wrap ``model`` with fresh LoRA adapters (initialised from ``cfg.seed``)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_target_modules
+    target: Any = "all-linear" if list(targets) == ["all-linear"] else list(targets)
+    torch.manual_seed(cfg.seed)
+    lcfg = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=target,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lcfg)
+
+
+def prepare_for_training(model: Any, cfg: Any) -> Any:
+    """LoRA (if asked), gradient checkpointing, train mode."""
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.lora:
+        model = apply_lora(model, cfg)
+    model.train()
+    return model
+
+
+def is_peft(model: Any) -> bool:
+    return hasattr(model, "merge_and_unload") and hasattr(model, "peft_config")
+
+
+def export(accelerator: Any, model: Any, tokenizer: Any, cfg: Any, meta: dict[str, Any]) -> Path:
+    """Write the final model to ``cfg.out`` as a transformers checkpoint (LoRA merged).
+
+    Collective: every process must call it (sharded states are gathered on the main one).
+    Destroys LoRA wrapping of ``model``: call it last.
+    """
+    out = Path(cfg.out)
+    sharded = accelerator.distributed_type.name in ("FSDP", "DEEPSPEED")
+    state = accelerator.get_state_dict(model) if sharded else None
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        if is_peft(unwrapped):
+            if sharded:  # the live modules hold shards: rebuild on CPU, load, merge
+                base, _ = load_start(cfg)
+                unwrapped = apply_lora(base, cfg)
+                unwrapped.load_state_dict(state, strict=False)
+                state = None
+            merged = unwrapped.merge_and_unload()
+            merged.save_pretrained(out, state_dict=state, safe_serialization=True)
+        else:
+            unwrapped.save_pretrained(out, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        (out / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    accelerator.wait_for_everyone()
+    return out

@@ -1,0 +1,109 @@
+"""Shared plumbing of the training objectives: the context they run in and the RAIL read-out.
+
+An objective turns the records of one step into *items* (``prepare``: tokenise, and for RL
+sample rollouts) and a micro-batch of items into a loss (``loss``), always through
+:func:`realjudge.inference.batch.make_batch` and one
+:func:`realjudge.inference.batch.judge_forward` -- so the token log-probs and the score
+distribution of a row come from the same pass, at the same positions inference uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from realjudge.data.records import JudgeRecord
+from realjudge.inference.batch import JudgeBatch, JudgeForward, judge_forward, make_batch
+from realjudge.scoring import rail
+from realjudge.scoring.vocab import ScoreVocab
+from realjudge.train.examples import Encoder, Example
+
+
+@dataclass
+class Context:
+    """What an objective needs besides the model: settings, tokenisation, the score vocabulary.
+
+    ``ref_logprobs_fn`` (RL with ``kl_coef``) maps a batch to the reference policy's token
+    log-probs.
+    """
+
+    cfg: Any
+    accelerator: Any
+    tokenizer: Any
+    encoder: Encoder
+    vocab: ScoreVocab
+    scale: tuple[int, int]
+    ref_logprobs_fn: Any = None
+    score_ids: torch.Tensor = field(init=False)
+    scores: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.score_ids = torch.tensor(self.vocab.token_ids, dtype=torch.long)
+        self.scores = torch.tensor(self.vocab.scores, dtype=torch.float32)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+
+class Objective(Protocol):
+    """One training method. ``passes``: how often the update loop runs over a step's items."""
+
+    passes: int
+
+    def prepare(
+        self, ctx: Context, model: Any, records: Sequence[JudgeRecord], step: int
+    ) -> tuple[list[Any], dict[str, float]]: ...
+
+    def loss(
+        self, ctx: Context, model: Any, items: Sequence[Any]
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+def forward_examples(
+    ctx: Context, model: Any, rows: Sequence[Example], entropy: bool = False
+) -> tuple[JudgeBatch, JudgeForward]:
+    batch = make_batch(
+        [r.prompt_ids for r in rows],
+        [r.response_ids for r in rows],
+        ctx.pad_id,
+        score_index=[r.score_index for r in rows],
+        loss_lengths=[r.loss_len for r in rows],
+    ).to(ctx.device)
+    return batch, judge_forward(model, batch, entropy=entropy)
+
+
+def read_scores(
+    ctx: Context, score_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(probs [N, K], leaked [N], y_hat [N])`` at the score position (differentiable)."""
+    probs, leaked = rail.score_distribution(
+        score_logits, ctx.score_ids.to(score_logits.device), normalize=ctx.cfg.rail_normalize
+    )
+    y_hat = rail.expected_score(probs, ctx.scores)
+    return probs, leaked, y_hat
+
+
+def score_metrics(
+    y_hat: torch.Tensor, leaked: torch.Tensor, gold: torch.Tensor
+) -> dict[str, float]:
+    """Diagnostics of the score read-out: y_hat mean/std, leaked mass, squared error."""
+    y = y_hat.detach().float()
+    g = gold.to(y.device, torch.float32)
+    return {
+        "y_hat/mean": y.mean().item(),
+        "y_hat/std": y.std().item() if y.numel() > 1 else 0.0,
+        "leaked_mass": leaked.detach().float().mean().item(),
+        "sq_err": ((y - g) ** 2).mean().item(),
+    }
+
+
+def gold_tensor(rows: Sequence[Example], device: torch.device) -> torch.Tensor:
+    return torch.tensor([r.gold for r in rows], dtype=torch.float32, device=device)

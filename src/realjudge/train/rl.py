@@ -1,0 +1,312 @@
+"""RL objectives: GRPO/RLOO with the binary reward, and REAL.
+
+Each step: sample ``G`` CoTs per prompt with the current weights (``rollout.sample``), cut each
+right after its cue (``finish_rollout``; a missing cue is appended and counted, and the
+appended tokens get no credit), then run ``ppo_epochs`` passes of updates over the rollouts.
+Per micro-batch, ONE :func:`~realjudge.inference.batch.judge_forward` over prompt + rollout
+gives the CoT token log-probs and the logits at the score position:
+
+* REAL: score distribution -> :func:`realjudge.methods.real_loss` (CoT exploration with LOO
+  advantages of the regression and probability rewards + the refinement term).
+* GRPO: the sampled score token is part of the response and of the PG loss; reward
+  ``1[sampled score == round(y)]`` -> :func:`realjudge.methods.grpo_loss`.
+
+Rows are laid out group-major (the ``G`` rollouts of a prompt next to each other), as the
+advantage functions expect; micro-batches hold whole groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from realjudge.data.records import JudgeRecord
+from realjudge.inference.rollout import (
+    FORCED_CUE,
+    OK,
+    RETOKENIZED_CUE,
+    Rollout,
+    finish_rollout,
+    sample,
+    stop_token_ids,
+)
+from realjudge.methods import UNPARSABLE, RealLossConfig, grpo_loss, real_loss
+from realjudge.train.examples import Example, chunks, derive_seed
+from realjudge.train.objectives import Context, forward_examples, read_scores, score_metrics
+
+
+@dataclass
+class PromptGroup:
+    """One prompt and its ``G`` rollouts; ``old``/``ref``: per-rollout token log-probs of the
+    sampling / reference policy over each row's response (when needed)."""
+
+    prompt_ids: list[int]
+    gold: float
+    rollouts: list[Rollout]
+    old: list[torch.Tensor] | None = None
+    ref: list[torch.Tensor] | None = None
+
+
+class _SyncedGenerate:
+    """Forwards everything to ``model`` but generates with ``synced_gpus=True`` (FSDP: every
+    process must run the same number of forward passes)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def generate(self, **kwargs: Any) -> Any:
+        return self._model.generate(synced_gpus=True, **kwargs)
+
+
+@contextmanager
+def generation_model(accelerator: Any, model: Any) -> Iterator[Any]:
+    """The model to call ``generate`` on.
+
+    DDP / single process: the unwrapped module. DeepSpeed ZeRO-3: the unwrapped module with its
+    parameters gathered for the duration. FSDP: the unwrapped module with synchronised
+    generation. (The sharded cases are not exercised by the CPU tests.)
+    """
+    unwrapped = accelerator.unwrap_model(model)
+    kind = accelerator.distributed_type.name
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if kind == "DEEPSPEED" and plugin is not None and plugin.zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            yield unwrapped
+    elif kind == "FSDP":
+        yield _SyncedGenerate(unwrapped)
+    else:
+        yield unwrapped
+
+
+def sample_groups(
+    ctx: Context,
+    model: Any,
+    records: Sequence[JudgeRecord],
+    step: int,
+    *,
+    group_size: int,
+    temperature: float,
+    top_p: float,
+    greedy: bool = False,
+) -> tuple[list[PromptGroup], dict[str, float]]:
+    """``G`` rollouts for each record (seeded by ``(seed, step, process)``) and their stats."""
+    acc, cfg = ctx.accelerator, ctx.cfg
+    stops = stop_token_ids(ctx.tokenizer, acc.unwrap_model(model))
+    groups: list[PromptGroup] = []
+    per_call = getattr(cfg, "generation_batch_size", None) or max(1, len(records))
+    with generation_model(acc, model) as gen:
+        for b, part in enumerate(chunks(list(records), per_call)):
+            torch.manual_seed(derive_seed("rollout", cfg.seed, step, acc.process_index, b))
+            prompts = [ctx.encoder.prompt_ids(r) for r in part]
+            outs = sample(
+                gen,
+                ctx.tokenizer,
+                prompts,
+                num_samples=group_size,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                greedy=greedy,
+            )
+            for j, rec in enumerate(part):
+                rolls = [
+                    finish_rollout(o, ctx.tokenizer, ctx.vocab, stops)
+                    for o in outs[j * group_size : (j + 1) * group_size]
+                ]
+                groups.append(PromptGroup(prompts[j], float(rec.gold), rolls))
+    flat = [r for g in groups for r in g.rollouts]
+    n = max(1, len(flat))
+    stats = {
+        "rollout/len_mean": sum(r.n_sampled for r in flat) / n,
+        "rollout/len_max": float(max((r.n_sampled for r in flat), default=0)),
+        "rollout/forced_cue_rate": sum(r.status == FORCED_CUE for r in flat) / n,
+        "rollout/retokenized_cue_rate": sum(r.status == RETOKENIZED_CUE for r in flat) / n,
+        "rollout/score_written_rate": sum(r.sampled_score is not None for r in flat) / n,
+        "rollout/forced_cue_count": float(sum(r.status != OK for r in flat)),
+    }
+    return groups, stats
+
+
+class _RLObjective:
+    """Sampling, optional old/reference log-probs, and the row layout; subclasses add the loss."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.passes = cfg.ppo_epochs
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def rows(self, ctx: Context, group: PromptGroup) -> list[Example]:
+        raise NotImplementedError
+
+    def flat_rows(self, ctx: Context, groups: Sequence[PromptGroup]) -> list[Example]:
+        return [row for g in groups for row in self.rows(ctx, g)]
+
+    # -- step preparation ---------------------------------------------------------------------
+
+    def prepare(self, ctx: Context, model: Any, indexed, step: int):
+        cfg = ctx.cfg
+        records = [r for _, r in indexed]
+        groups, stats = sample_groups(
+            ctx,
+            model,
+            records,
+            step,
+            group_size=cfg.num_generations,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+        )
+        if cfg.clip_eps is not None or cfg.kl_coef:
+            self._attach_logprobs(ctx, model, groups)
+        return groups, stats
+
+    @torch.no_grad()
+    def _attach_logprobs(self, ctx: Context, model: Any, groups: list[PromptGroup]) -> None:
+        """Sampling-policy (for ratio clipping) and reference (for KL) token log-probs, computed
+        once per step, in micro-batches of the size the updates use."""
+        cfg = ctx.cfg
+        for part in chunks(groups, max(1, micro_size(ctx, len(groups)))):
+            rows = self.flat_rows(ctx, part)
+            lens = [len(r.response_ids) for r in rows]
+            old = ref = None
+            if cfg.clip_eps is not None:
+                _, fwd = forward_examples(ctx, model, rows)
+                old = fwd.token_logprobs.float().cpu()
+            if cfg.kl_coef:
+                ref = ctx.ref_logprobs_fn(rows).float().cpu()
+            for gi, g in enumerate(part):
+                sl = slice(gi * cfg.num_generations, (gi + 1) * cfg.num_generations)
+                if old is not None:
+                    g.old = [old[i, : lens[i]] for i in range(sl.start, sl.stop)]
+                if ref is not None:
+                    g.ref = [ref[i, : lens[i]] for i in range(sl.start, sl.stop)]
+
+    @staticmethod
+    def _stack(parts: list[torch.Tensor] | None, width: int, device: torch.device):
+        out = torch.zeros(len(parts), width, dtype=torch.float32)
+        for i, t in enumerate(parts):
+            out[i, : t.numel()] = t
+        return out.to(device)
+
+    def _old_ref(self, ctx: Context, groups: Sequence[PromptGroup], width: int):
+        old = ref = None
+        if groups and groups[0].old is not None:
+            old = self._stack([t for g in groups for t in g.old], width, ctx.device)
+        if groups and groups[0].ref is not None:
+            ref = self._stack([t for g in groups for t in g.ref], width, ctx.device)
+        return old, ref
+
+
+def micro_size(ctx: Context, n_local: int) -> int:
+    """Prompts per micro-batch on this process (see the update loop in the trainer)."""
+    cfg, world = ctx.cfg, ctx.accelerator.num_processes
+    mini = getattr(cfg, "mini_batch_size", None) or cfg.batch_size
+    return max(1, mini // world // cfg.grad_accum)
+
+
+class GRPOObjective(_RLObjective):
+    """Binary exact-match reward on the sampled score; PG over CoT + score token."""
+
+    def rows(self, ctx: Context, group: PromptGroup) -> list[Example]:
+        rows = []
+        for r in group.rollouts:
+            resp, n = list(r.response_ids), r.n_sampled
+            if r.status == OK and r.sampled_score is not None:
+                resp.append(ctx.vocab.token_ids[ctx.vocab.scores.index(r.sampled_score)])
+                n += 1
+            rows.append(Example(group.prompt_ids, resp, len(r.response_ids), n, group.gold))
+        return rows
+
+    def loss(self, ctx: Context, model: Any, groups: Sequence[PromptGroup]):
+        cfg = ctx.cfg
+        rows = self.flat_rows(ctx, groups)
+        batch, fwd = forward_examples(ctx, model, rows, entropy=cfg.entropy_coef != 0)
+        decoded = torch.tensor(
+            [
+                r.sampled_score if r.sampled_score is not None else UNPARSABLE
+                for g in groups
+                for r in g.rollouts
+            ],
+            dtype=torch.long,
+            device=ctx.device,
+        )
+        gold = torch.tensor([r.gold for r in rows], dtype=torch.float32, device=ctx.device)
+        old, ref = self._old_ref(ctx, groups, batch.response_len)
+        loss, metrics = grpo_loss(
+            fwd.token_logprobs,
+            batch.response_mask,
+            decoded,
+            gold,
+            cfg.num_generations,
+            scores=ctx.scores.to(ctx.device),
+            advantage=cfg.advantage,
+            agg=cfg.pg_agg,
+            old_logprobs=old,
+            clip_eps=cfg.clip_eps,
+            kl_coef=cfg.kl_coef,
+            kl_kind=cfg.kl_kind,
+            ref_logprobs=ref,
+            entropy_coef=cfg.entropy_coef,
+            entropies=fwd.token_entropy,
+        )
+        _, leaked, y_hat = read_scores(ctx, fwd.score_logits.detach())
+        metrics.update({k: v for k, v in score_metrics(y_hat, leaked, gold).items()})
+        return loss, metrics
+
+
+class REALObjective(_RLObjective):
+    """REAL: CoT exploration + prediction refinement from one forward pass per micro-batch."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.loss_cfg = RealLossConfig(
+            baseline=cfg.baseline,
+            normalize_std=cfg.normalize_std,
+            adv_clip=cfg.adv_clip,
+            lambda_p=cfg.lambda_p,
+            beta=cfg.beta,
+            refine_terms=cfg.refine_terms,
+            pg_agg=cfg.pg_agg,
+            clip_eps=cfg.clip_eps,
+            kl_coef=cfg.kl_coef,
+            kl_kind=cfg.kl_kind,
+            entropy_coef=cfg.entropy_coef,
+        )
+
+    def rows(self, ctx: Context, group: PromptGroup) -> list[Example]:
+        return [
+            Example(
+                group.prompt_ids, list(r.response_ids), len(r.response_ids), r.n_sampled, group.gold
+            )
+            for r in group.rollouts
+        ]
+
+    def loss(self, ctx: Context, model: Any, groups: Sequence[PromptGroup]):
+        cfg = ctx.cfg
+        rows = self.flat_rows(ctx, groups)
+        batch, fwd = forward_examples(ctx, model, rows, entropy=cfg.entropy_coef != 0)
+        probs, leaked, _ = read_scores(ctx, fwd.score_logits)
+        gold = torch.tensor([r.gold for r in rows], dtype=torch.float32, device=ctx.device)
+        old, ref = self._old_ref(ctx, groups, batch.response_len)
+        loss, metrics = real_loss(
+            fwd.token_logprobs,
+            batch.response_mask,
+            probs,
+            ctx.scores.to(ctx.device),
+            gold,
+            cfg.num_generations,
+            self.loss_cfg,
+            old_logprobs=old,
+            ref_logprobs=ref,
+            entropies=fwd.token_entropy,
+        )
+        metrics["leaked_mass"] = leaked.detach().float().mean().item()
+        return loss, metrics

@@ -1,0 +1,165 @@
+"""Supervised objectives: SFT, RAFT and TRACT (stage 1 and the stage-2 CoT regeneration).
+
+Every loss is one :func:`~realjudge.inference.batch.judge_forward` over prompt + target and a
+function from :mod:`realjudge.methods`:
+
+* SFT: response = feedback + cue + gold score token; ``sft_loss`` over all of it.
+* RAFT: prompt = judge prompt + cue, empty response; ``regression_loss(y_hat, y)``.
+* TRACT: response = CoT + cue (reference CoT in stage 1, the stage-1 model's own CoT in
+  stage 2); ``tract_loss`` = CE on the CoT + ``lambda * (y_hat - y)^2`` with ``y_hat`` read at
+  the position right after the cue.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+
+from realjudge.data.records import JudgeRecord
+from realjudge.inference.rollout import OK, finish_rollout, sample, stop_token_ids
+from realjudge.methods import regression_loss, sft_loss, tract_loss
+from realjudge.train.examples import Example, chunks, derive_seed, shard
+from realjudge.train.objectives import (
+    Context,
+    forward_examples,
+    gold_tensor,
+    read_scores,
+    score_metrics,
+)
+
+Indexed = Sequence[tuple[int, JudgeRecord]]
+
+
+class SFTObjective:
+    passes = 1
+
+    def prepare(self, ctx: Context, model: Any, indexed: Indexed, step: int):
+        rows = []
+        for _, rec in indexed:
+            ids, cue_end = ctx.encoder.target(rec)
+            rows.append(Example(ctx.encoder.prompt_ids(rec), ids, cue_end, len(ids), rec.gold))
+        return rows, {}
+
+    def loss(self, ctx: Context, model: Any, rows: Sequence[Example]):
+        batch, fwd = forward_examples(ctx, model, rows)
+        loss = sft_loss(fwd.token_logprobs, batch.response_mask)
+        _, leaked, y_hat = read_scores(ctx, fwd.score_logits.detach())
+        metrics = {"loss": loss.item(), "ce": loss.item()}
+        metrics.update(score_metrics(y_hat, leaked, gold_tensor(rows, ctx.device)))
+        return loss, metrics
+
+
+class RAFTObjective:
+    passes = 1
+
+    def prepare(self, ctx: Context, model: Any, indexed: Indexed, step: int):
+        rows = [Example(ctx.encoder.score_prompt_ids(r), [], 0, 0, r.gold) for _, r in indexed]
+        return rows, {}
+
+    def loss(self, ctx: Context, model: Any, rows: Sequence[Example]):
+        _, fwd = forward_examples(ctx, model, rows)
+        _, leaked, y_hat = read_scores(ctx, fwd.score_logits)
+        gold = gold_tensor(rows, ctx.device)
+        loss = regression_loss(y_hat, gold)
+        metrics = {"loss": loss.item(), "regression": loss.item()}
+        metrics.update(score_metrics(y_hat, leaked, gold))
+        return loss, metrics
+
+
+class TRACTObjective:
+    """Stage 1: reference CoTs. Stage 2: CoTs regenerated once by the starting model
+    (:meth:`setup`), for the records the run will visit, cached in the output dir."""
+
+    passes = 1
+    CACHE = "tract_stage2_cots.jsonl"
+
+    def __init__(self) -> None:
+        self.cots: dict[int, list[int]] = {}
+
+    def setup(self, ctx: Context, model: Any, records: Sequence[JudgeRecord], needed: list[int]):
+        if ctx.cfg.tract_stage != 2:
+            return {}
+        cache = Path(ctx.cfg.out) / self.CACHE
+        if not cache.is_file():
+            self._regenerate(ctx, model, records, needed, cache)
+        ctx.accelerator.wait_for_everyone()
+        with cache.open() as f:
+            for line in f:
+                row = json.loads(line)
+                self.cots[int(row["index"])] = list(row["response_ids"])
+        missing = [i for i in needed if i not in self.cots]
+        if missing:
+            raise RuntimeError(f"{cache} lacks {len(missing)} records of this run; delete it")
+        return {}
+
+    def _regenerate(self, ctx, model, records, needed, cache: Path) -> None:
+        """Greedy (or sampled) CoTs of the starting weights, split over the processes."""
+        from realjudge.train.rl import generation_model
+
+        acc, cfg = ctx.accelerator, ctx.cfg
+        world, rank = acc.num_processes, acc.process_index
+        todo = sorted(needed)
+        todo += todo[-1:] * (-len(todo) % world)  # equal shares: generation may be collective
+        mine = shard(todo, rank, world)
+        stops = stop_token_ids(ctx.tokenizer, acc.unwrap_model(model))
+        done: list[dict[str, Any]] = []
+        with generation_model(acc, model) as gen:
+            for b, part in enumerate(chunks(mine, cfg.regen_batch_size)):
+                torch.manual_seed(derive_seed("tract-regen", cfg.seed, rank, b))
+                prompts = [ctx.encoder.prompt_ids(records[i]) for i in part]
+                outs = sample(
+                    gen,
+                    ctx.tokenizer,
+                    prompts,
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.regen_temperature,
+                    top_p=cfg.regen_top_p,
+                    greedy=cfg.regen_greedy,
+                )
+                for i, out in zip(part, outs, strict=True):
+                    ro = finish_rollout(out, ctx.tokenizer, ctx.vocab, stops)
+                    done.append(
+                        {
+                            "index": i,
+                            "response_ids": ro.response_ids,
+                            "status": ro.status,
+                            "feedback": ro.feedback,
+                        }
+                    )
+        rows = {r["index"]: r for r in gather_object(done)}
+        if acc.is_main_process:
+            tmp = cache.with_suffix(".tmp")
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("w") as f:
+                for i in sorted(rows):
+                    f.write(json.dumps(rows[i]) + "\n")
+            tmp.replace(cache)
+            n_forced = sum(r["status"] != OK for r in rows.values())
+            acc.print(f"TRACT stage 2: regenerated {len(rows)} CoTs ({n_forced} without a cue)")
+
+    def prepare(self, ctx: Context, model: Any, indexed: Indexed, step: int):
+        rows = []
+        for i, rec in indexed:
+            if ctx.cfg.tract_stage == 2:
+                cot = self.cots[i]
+            else:
+                ids, cue_end = ctx.encoder.target(rec)
+                cot = ids[:cue_end]
+            rows.append(Example(ctx.encoder.prompt_ids(rec), cot, len(cot), len(cot), rec.gold))
+        return rows, {}
+
+    def loss(self, ctx: Context, model: Any, rows: Sequence[Example]):
+        batch, fwd = forward_examples(ctx, model, rows)
+        _, leaked, y_hat = read_scores(ctx, fwd.score_logits)
+        gold = gold_tensor(rows, ctx.device)
+        loss, parts = tract_loss(
+            fwd.token_logprobs, batch.response_mask, y_hat, gold, ctx.cfg.tract_lambda
+        )
+        metrics = dict(parts)
+        metrics.update(score_metrics(y_hat, leaked, gold))
+        return loss, metrics
