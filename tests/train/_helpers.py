@@ -6,9 +6,22 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+import torch
+
 from realjudge.data.loaders import write_jsonl
 from realjudge.data.records import JudgeRecord
 from realjudge.train import build_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run the tiny model on one thread: its ops are too small to gain from more, and on a
+    shared machine spinning OpenMP threads make every small op wait for a time slice."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def write_data(path: Path, n: int = 4, golds: tuple[float, ...] = (1, 2, 3, 4, 5)) -> Path:

@@ -18,7 +18,10 @@ from realjudge.train.objectives import Context
 from realjudge.train.rl import GRPOObjective, PromptGroup, REALObjective
 from realjudge.train.trainer import check_sizes, make_accelerator, make_objective, run_updates
 
-from ._helpers import quick_config
+from ._helpers import (
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    quick_config,
+)
 
 
 @pytest.fixture()

@@ -103,6 +103,9 @@ class TrainConfig:
         mixed_precision: ``auto`` (bf16 autocast on a GPU that supports it, else none, unless
             ``accelerate launch`` sets it), ``no``, ``bf16`` or ``fp16``.
         gradient_checkpointing: trade compute for activation memory.
+        digest_params: at the end, record a SHA-256 of every process's weights in
+            ``metrics.json`` (a replica-consistency check for data-parallel runs; one pass
+            over the weights; meaningless for sharded FSDP/ZeRO-3 runs).
     """
 
     method: str = ""
@@ -150,6 +153,7 @@ class TrainConfig:
     dtype: str = "float32"
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
+    digest_params: bool = False
 
     # -- validation ---------------------------------------------------------------------------
 

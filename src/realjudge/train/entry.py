@@ -7,6 +7,9 @@ Both accept the same arguments (:func:`add_arguments`) and work under ``accelera
         [key=value ...]
     accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml \\
         -m realjudge.train --config configs/methods/real-qwen3-8b.yaml
+    # two CPU processes (gloo); note that `accelerate launch --cpu --num_processes 2` starts
+    # only one process unless MPI is set up, so go through the torchrun path:
+    accelerate launch --multi_gpu --num_processes 2 -m realjudge.train ... device=cpu
 
 Flags map to config keys; ``key=value`` pairs set any other key of the method's config
 (:mod:`realjudge.train.config`), e.g. ``beta=0.01 num_generations=16 lora_r=32``.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from realjudge.train.config import (
@@ -86,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from realjudge.train.trainer import train
 
     result = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # under a launcher, the main process reports
+        return 0
     if result.final_eval:
         shown = {k: round(v, 4) for k, v in result.final_eval.items() if isinstance(v, float)}
         print(f"final eval: {shown}")

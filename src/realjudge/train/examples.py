@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from realjudge.data.records import JudgeRecord
+from realjudge.inference.judge import encode_prompt, score_prompt_ids
 from realjudge.scoring.prompts import OutputFormat, get_format, render_prompt, round_score
 from realjudge.scoring.vocab import ScoreVocab
 
@@ -99,7 +100,7 @@ class Encoder:
         self._forced_cue_ids = self.encode(vocab.forced_cue_text())
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return encode_prompt(self.tokenizer, text)
 
     def _left_cut(self, ids: list[int]) -> list[int]:
         return ids[-self.max_prompt_tokens :]
@@ -109,12 +110,10 @@ class Encoder:
         return self._left_cut(self.encode(render_prompt(record, self.tokenizer, self.fmt)))
 
     def score_prompt_ids(self, record: JudgeRecord) -> list[int]:
-        """Prompt + cue: the next token is the score (RAFT, score-only evaluation)."""
-        text = render_prompt(record, self.tokenizer, self.fmt) + self.vocab.cue_text
-        ids = self.encode(text)
-        if ids[-len(self._cue_ids) :] != self._cue_ids:  # the cue merged with the template's end
-            ids = self.encode(render_prompt(record, self.tokenizer, self.fmt)) + self._cue_ids
-        return self._left_cut(ids)
+        """Prompt + cue: the next token is the score (RAFT, score-only evaluation). Laid out by
+        the same function the :class:`~realjudge.inference.judge.Judge` uses."""
+        text = render_prompt(record, self.tokenizer, self.fmt)
+        return self._left_cut(score_prompt_ids(self.tokenizer, text, self.vocab))
 
     def score_token(self, gold: float, scale: tuple[int, int]) -> int:
         return self.vocab.token_ids[self.vocab.scores.index(round_score(gold, scale))]

@@ -24,6 +24,7 @@ interrupted and resumed from a checkpoint ends with the same weights as one that
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -152,6 +153,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
     out = Path(cfg.out)
     world, rank = acc.num_processes, acc.process_index
     micro = check_sizes(cfg, world)
+    _check_accumulation(acc, cfg)
     resume_from = _resume_point(cfg, acc)
 
     # ---- model, data, score vocabulary ----
@@ -201,6 +203,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
     )
     _deepspeed_batch_hint(acc, micro)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    _check_accumulation(acc, cfg)  # DeepSpeed may impose its own value in prepare
     ctx = Context(cfg, acc, tokenizer, encoder, vocab, scale)
     ctx.ref_logprobs_fn = _reference_fn(ctx, model, ref_model)
 
@@ -300,6 +303,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
             "final_eval": result.final_eval,
             "config": cfg.to_dict(),
         }
+        if cfg.digest_params:
+            summary["param_digests"] = param_digests(acc, model)
         if acc.is_main_process:
             (out / METRICS_FILE).write_text(json.dumps(_jsonable(summary), indent=2))
         export(acc, model, tokenizer, cfg, _jsonable(meta))
@@ -487,6 +492,26 @@ def _reference_fn(ctx: Context, model: Any, ref_model: Any) -> Any:
             return forward_examples(ctx, unwrapped, rows)[1].token_logprobs
 
     return adapters_off
+
+
+def param_digests(acc: Any, model: Any) -> list[str]:
+    """SHA-256 of each process's weights, in process order (collective)."""
+    from accelerate.utils import gather_object
+
+    h = hashlib.sha256()
+    for name, p in acc.unwrap_model(model).named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return list(gather_object([h.hexdigest()]))
+
+
+def _check_accumulation(acc: Any, cfg: TrainConfig) -> None:
+    if acc.gradient_accumulation_steps != cfg.grad_accum:
+        raise ValueError(
+            f"the accelerate config sets gradient_accumulation_steps="
+            f"{acc.gradient_accumulation_steps} but the run has grad_accum={cfg.grad_accum}; "
+            "make them equal"
+        )
 
 
 def _deepspeed_batch_hint(acc: Any, micro: int) -> None:

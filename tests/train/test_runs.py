@@ -1,0 +1,180 @@
+"""Whole training runs on the tiny model: resume, LoRA, warm starts, export, robustness."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from realjudge.models import build_tiny_model, load_model
+from realjudge.train import train
+from realjudge.train.modeling import load_init_from
+from realjudge.train.supervised import SFTObjective
+
+from ._helpers import (
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    quick_config,
+    weights_digest,
+)
+
+
+def _log(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def _without_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+@pytest.mark.parametrize(
+    "steps,extra",
+    [
+        pytest.param(2, {}, id="real"),
+        pytest.param(
+            4,
+            {
+                "lora": True,
+                "lora_r": 4,
+                "ppo_epochs": 2,
+                "clip_eps": 0.2,
+                "lr_scheduler": "linear",
+                "warmup_steps": 1,
+            },
+            id="real-lora-clip",
+            marks=pytest.mark.integration,
+        ),
+    ],
+)
+def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, steps, extra):
+    """REAL (sampling, data order, Adam state): stop after half the steps, resume to the end."""
+    common = dict(
+        max_steps=steps,
+        save_steps=steps // 2,
+        eval_data=str(tmp_path / "data.jsonl"),
+        eval_mode="score",
+        eval_limit=4,
+        digest_params=True,
+        **extra,
+    )
+    full = train(quick_config("real", tmp_path, name="full", **common))
+    assert not full.interrupted and full.step == steps
+
+    part = train(quick_config("real", tmp_path, name="part", **common), stop_after=steps // 2)
+    out = part.out
+    assert part.interrupted and part.step == steps // 2
+    assert (out / "checkpoints" / f"step-{steps // 2:06d}" / "trainer_state.json").is_file()
+    assert not (out / "model.safetensors").exists()  # no export from an interrupted run
+    resumed = train(quick_config("real", tmp_path, name="part", resume=True, **common))
+    assert resumed.step == steps
+
+    assert weights_digest(full.out) == weights_digest(out)
+    m_full = json.loads((full.out / "metrics.json").read_text())
+    m_res = json.loads((out / "metrics.json").read_text())
+    assert m_full["final_eval"] == m_res["final_eval"]
+    assert m_full["param_digests"] == m_res["param_digests"]
+    assert _without_time(_log(full.out)) == _without_time(_log(out))
+
+
+def test_lora_trains_adapters_and_exports_a_merged_model(tmp_path, tokenizer):
+    res = train(
+        quick_config(
+            "sft",
+            tmp_path,
+            lora=True,
+            lora_r=4,
+            lora_alpha=8,
+            lora_target_modules=["q_proj", "v_proj"],
+            max_steps=2,
+            learning_rate=1e-2,
+        )
+    )
+    lm = load_model(str(res.out), device="cpu")
+    state = lm.model.state_dict()
+    assert not any("lora" in k for k in state)
+    base = build_tiny_model(tokenizer, seed=0).state_dict()
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(state[q], base[q])  # adapters merged in
+    for k in ("model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"):
+        assert torch.equal(state[k], base[k])  # frozen under LoRA
+    meta = json.loads((res.out / "realjudge.json").read_text())
+    assert meta["method"] == "sft" and meta["config"]["lora"] is True
+
+
+def test_warm_start_from_another_methods_output(tmp_path):
+    sft = train(quick_config("sft", tmp_path, max_steps=2, learning_rate=1e-2))
+    warm = train(quick_config("raft", tmp_path, name="warm", init_from=str(sft.out), max_steps=1))
+    direct = train(quick_config("raft", tmp_path, name="direct", model=str(sft.out), max_steps=1))
+    cold = train(quick_config("raft", tmp_path, name="cold", max_steps=1))
+    # step 1 is computed with the starting weights
+    assert _log(warm.out)[0]["loss"] == pytest.approx(_log(direct.out)[0]["loss"], abs=1e-6)
+    assert _log(warm.out)[0]["loss"] != pytest.approx(_log(cold.out)[0]["loss"], abs=1e-6)
+    meta = json.loads((warm.out / "realjudge.json").read_text())
+    assert meta["method"] == "raft" and meta["init_from"] == str(sft.out)
+
+
+def test_warm_start_from_a_lora_checkpoint_dir_merges_it(tmp_path):
+    lora = train(
+        quick_config(
+            "sft", tmp_path, lora=True, lora_r=4, max_steps=2, save_steps=1, learning_rate=1e-2
+        )
+    )
+    ckpt = lora.out / "checkpoints" / "step-000002"
+    model, tok = load_init_from(ckpt, "float32")
+    exported = load_model(str(lora.out), device="cpu").model.state_dict()
+    got = model.state_dict()
+    assert not any("lora" in k for k in got)
+    for k, v in exported.items():
+        torch.testing.assert_close(got[k], v, rtol=0, atol=1e-6)
+    # an interrupted run dir (no export) resolves to its latest checkpoint
+    interrupted = tmp_path / "interrupted"
+    (interrupted / "checkpoints").mkdir(parents=True)
+    ckpt.rename(interrupted / "checkpoints" / ckpt.name)
+    model2, _ = load_init_from(interrupted, "float32")
+    for k, v in got.items():
+        assert torch.equal(model2.state_dict()[k], v)
+
+
+def test_non_finite_loss_skips_the_update_and_goes_on(tmp_path, monkeypatch):
+    real_loss = SFTObjective.loss
+    calls = {"n": 0}
+
+    def flaky(self, ctx, model, rows):
+        loss, m = real_loss(self, ctx, model, rows)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            loss = loss * float("nan")
+        return loss, m
+
+    monkeypatch.setattr(SFTObjective, "loss", flaky)
+    res = train(quick_config("sft", tmp_path, max_steps=3))
+    skipped = [r["updates/skipped_nonfinite"] for r in _log(res.out) if "loss" in r]
+    assert skipped == [0.0, 1.0, 0.0]
+    lm = load_model(str(res.out), device="cpu")
+    assert all(torch.isfinite(p).all() for p in lm.model.parameters())
+
+
+def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
+    train(quick_config("raft", tmp_path, max_steps=1))
+    with pytest.raises(FileExistsError, match="resume=true"):
+        train(quick_config("raft", tmp_path, max_steps=1))
+    res = train(quick_config("raft", tmp_path, max_steps=1, overwrite=True))
+    assert res.step == 1
+
+
+def test_exported_model_is_a_judge(tmp_path):
+    from realjudge.data.loaders import load_records
+    from realjudge.inference.judge import Judge, JudgeConfig
+
+    res = train(quick_config("raft", tmp_path, max_steps=1))
+    lm = load_model(str(res.out), device="cpu")
+    records = load_records(str(tmp_path / "data.jsonl")).records
+    rows = Judge(lm.model, lm.tokenizer, JudgeConfig(progress=False)).predict_all(records)
+    assert len(rows) == 4 and all(1.0 <= r["prediction"] <= 5.0 for r in rows)
+    saved = (res.out / "train_config.yaml").read_text()
+    assert "method: raft" in saved
+
+
+def test_tracker_logs_tensorboard_events(tmp_path):
+    res = train(quick_config("sft", tmp_path, max_steps=1, report_to="tensorboard"))
+    assert list((res.out / "logs").rglob("events.out.tfevents.*"))
