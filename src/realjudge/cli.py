@@ -277,10 +277,33 @@ def _run_bench_inference(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# train
+
+
+def _add_train(sub: Any) -> None:
+    from realjudge.train.entry import add_arguments
+
+    p = sub.add_parser(
+        "train",
+        help="train a judge: sft, raft, tract, grpo or real (works under accelerate launch)",
+        description="Train a judge with SFT, RAFT, TRACT, GRPO or REAL. Settings come from "
+        "--preset, --config FILE and key=value overrides (see realjudge.train.config).",
+    )
+    add_arguments(p)
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from realjudge.train.entry import run
+
+    return run(args)
+
+
+# ------------------------------------------------------------------------------------------
 # parser and entry point
 
 #: Subcommand builders, in --help order; each adds one parser with ``handler`` set.
-SUBCOMMANDS: list[Callable[[Any], None]] = [_add_eval, _add_score, _add_bench]
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_eval, _add_score, _add_bench, _add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from realjudge.models import build_tiny_model, load_model
 from realjudge.train import train
 from realjudge.train.modeling import load_init_from
 from realjudge.train.supervised import SFTObjective
+from realjudge.train.trainer import RunExistsError
 
 from ._helpers import (
     one_thread,  # noqa: F401  (autouse: one torch thread)
@@ -156,7 +157,7 @@ def test_non_finite_loss_skips_the_update_and_goes_on(tmp_path, monkeypatch):
 
 def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
     train(quick_config("raft", tmp_path, max_steps=1))
-    with pytest.raises(FileExistsError, match="resume=true"):
+    with pytest.raises(RunExistsError, match="resume=true"):
         train(quick_config("raft", tmp_path, max_steps=1))
     res = train(quick_config("raft", tmp_path, max_steps=1, overwrite=True))
     assert res.step == 1

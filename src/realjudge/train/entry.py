@@ -25,7 +25,6 @@ from typing import Any
 from realjudge.train.config import (
     METHODS,
     PRESETS,
-    ConfigError,
     TrainConfig,
     build_config,
     parse_overrides,
@@ -80,10 +79,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(args)
-    except ConfigError as e:
-        raise SystemExit(f"realjudge train: {e}") from None
+    """Resolve the config and train. User errors are ``ValueError``s: a bad config
+    (:class:`ConfigError`), an ``out`` that holds a run without resume/overwrite
+    (``RunExistsError``), a bad ``init_from``, unreadable data."""
+    cfg = config_from_args(args)
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
@@ -105,4 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Train a judge with SFT, RAFT, TRACT, GRPO or REAL.",
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except ValueError as e:  # ConfigError, RunExistsError, InitFromError, DataError, ...
+        raise SystemExit(f"realjudge train: error: {e}") from None

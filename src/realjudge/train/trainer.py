@@ -82,6 +82,10 @@ _RESUMABLE_CHANGES = {
 }
 
 
+class RunExistsError(ValueError):
+    """``out`` already holds a run and neither ``resume`` nor ``overwrite`` is set."""
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns: where the model is and the last numbers."""
@@ -462,7 +466,7 @@ def _resume_point(cfg: TrainConfig, acc: Any) -> Path | None:
             acc.print(f"warning: resuming with changed settings {changed}")
         return ckpt
     if existing and not cfg.overwrite:
-        raise FileExistsError(
+        raise RunExistsError(
             f"{out} already holds a training run; pass resume=true to continue it, "
             "overwrite=true to start over, or another out"
         )
