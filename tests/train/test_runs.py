@@ -163,6 +163,23 @@ def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
     assert res.step == 1
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["frozen-copy", "adapters-off"])
+def test_kl_penalty_against_the_starting_policy(tmp_path, lora):
+    res = train(
+        quick_config(
+            "real", tmp_path, max_steps=2, kl_coef=0.1, lora=lora, lora_r=4, learning_rate=1e-2
+        )
+    )
+    kl = [r["kl"] for r in _log(res.out) if "kl" in r]
+    assert len(kl) == 2 and kl[0] == pytest.approx(0.0, abs=1e-6) and kl[1] > 0
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path):
+    train(quick_config("raft", tmp_path, max_steps=1))  # save_steps=0: no checkpoint
+    with pytest.raises(RunExistsError, match="no complete checkpoint"):
+        train(quick_config("raft", tmp_path, max_steps=2, resume=True))
+
+
 def test_exported_model_is_a_judge(tmp_path):
     from realjudge.data.loaders import load_records
     from realjudge.inference.judge import Judge, JudgeConfig

@@ -140,8 +140,8 @@ def apply_lora(model: Any, cfg: Any) -> Any:
 def prepare_for_training(model: Any, cfg: Any) -> Any:
     """LoRA (if asked), gradient checkpointing, train mode."""
     if cfg.gradient_checkpointing:
+        # (the training forward passes use_cache=False itself; generation keeps its KV cache)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
     if cfg.lora:
         model = apply_lora(model, cfg)
     model.train()

@@ -216,9 +216,9 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
         acc.load_state(str(resume_from))
         start = int(json.loads((resume_from / STATE_FILE).read_text())["step"])
         acc.print(f"resumed from {resume_from} (step {start})")
-    elif acc.is_main_process:
+    if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out)
+        cfg.save(out)  # the settings of the latest (re)start; each checkpoint keeps its own
     _trim_log(acc, out / LOG_FILE, start)
     acc.wait_for_everyone()
 
@@ -456,8 +456,15 @@ def _resume_point(cfg: TrainConfig, acc: Any) -> Path | None:
     if cfg.resume:
         ckpt = latest_checkpoint(out)
         if ckpt is None:
-            acc.print(f"resume: no checkpoint in {out}/{CHECKPOINTS}; starting from step 0")
-            return None
+            if existing and not cfg.overwrite:
+                raise RunExistsError(
+                    f"resume: {out} holds a run but no complete checkpoint to resume from "
+                    "(save_steps=0, or killed before the first one); pass overwrite=true to "
+                    "start over"
+                )
+            acc.print(f"resume: no checkpoint in {out}; starting from step 0")
+            cfg.resume = False
+            return _resume_point(cfg, acc)
         saved = load_saved_config(ckpt).to_dict()
         changed = sorted(
             k for k, v in cfg.to_dict().items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v
