@@ -174,6 +174,12 @@ def test_kl_penalty_against_the_starting_policy(tmp_path, lora):
     assert len(kl) == 2 and kl[0] == pytest.approx(0.0, abs=1e-6) and kl[1] > 0
 
 
+def test_warmup_then_constant_learning_rate(tmp_path):
+    res = train(quick_config("raft", tmp_path, max_steps=3, warmup_steps=2, learning_rate=1e-3))
+    lrs = [r["lr"] for r in _log(res.out) if "lr" in r]
+    assert lrs == pytest.approx([5e-4, 1e-3, 1e-3])
+
+
 def test_resume_without_a_checkpoint_is_refused(tmp_path):
     train(quick_config("raft", tmp_path, max_steps=1))  # save_steps=0: no checkpoint
     with pytest.raises(RunExistsError, match="no complete checkpoint"):

@@ -200,7 +200,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
     mini = getattr(cfg, "mini_batch_size", None) or cfg.batch_size
     updates_per_step = objective.passes * (cfg.batch_size // mini)
     scheduler = get_scheduler(
-        cfg.lr_scheduler,
+        # transformers' "constant" ignores warm-up; its warm-up variant has another name
+        "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler,
         optimizer,
         num_warmup_steps=cfg.warmup_steps,
         num_training_steps=cfg.max_steps * updates_per_step,
