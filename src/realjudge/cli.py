@@ -103,7 +103,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
         "--backend",
         choices=["auto", "transformers", "vllm"],
         default="auto",
-        help="auto: vLLM when installed and a CUDA GPU is present, else transformers",
+        help="auto: vLLM when installed and a CUDA GPU is present, else transformers "
+        "(the vLLM path is tested against a fake only, not yet on a GPU)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
 

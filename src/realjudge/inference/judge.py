@@ -106,7 +106,8 @@ class JudgeConfig:
             ``samples > 1`` and greedy decoding with one sample; 0 means greedy.
         top_p: nucleus sampling threshold (ignored when greedy); 0.9 is the REAL authors'
             rollout setting.
-        batch_size: items per generation batch, and rows per scoring forward pass.
+        batch_size: items per generation batch, and rows per scoring forward pass. With
+            vLLM it is the number of requests handed over at once: use a large value (256).
         max_prompt_tokens: prompts longer than this are cut on the left (the REAL authors'
             truncation side); ``None`` keeps them whole.
         system: system prompt (``None`` or ``""`` for none).

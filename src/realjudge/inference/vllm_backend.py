@@ -38,6 +38,7 @@ from realjudge.inference.rollout import finish_rollout, stop_token_ids
 from realjudge.scoring.vocab import ScoreVocab
 
 DEFAULT_TOP_LOGPROBS = 20  # vLLM's default max_logprobs
+_VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}
 
 
 def _vllm() -> Any:
@@ -59,7 +60,7 @@ def load_llm(
     return vllm.LLM(
         model=path,
         tokenizer=path,
-        dtype=dtype if dtype and dtype != "auto" else "auto",
+        dtype=_VLLM_DTYPES.get(dtype or "auto", dtype),
         seed=seed,
         max_logprobs=max_logprobs,
         **kwargs,
