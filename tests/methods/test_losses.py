@@ -18,6 +18,7 @@ from realjudge.methods import (
     masked_aggregate,
     masked_ce,
     policy_gradient_loss,
+    real_advantages,
     real_loss,
     regression_loss,
     sft_loss,
@@ -275,6 +276,50 @@ def test_real_loss_unclipped_loo_hand_computed() -> None:
     )
     _, m_mean = real_loss(lp, mask, probs, SCORES, gold, 2, mean_cfg)
     assert m_mean["pg_loss"] == pytest.approx(pg / 2)  # (G-1)/G of LOO
+
+
+def test_real_advantages_hand_computed_and_detached() -> None:
+    probs, gold, lp, mask = _real_case()
+    probs.requires_grad_()
+    # authors' defaults (G=2): each part +-sqrt(2) clipped to +-1, reg + 1.0 * prob
+    adv, m = real_advantages(probs, SCORES, gold, 2)
+    torch.testing.assert_close(adv, torch.tensor([-2.0, 2.0, 2.0, -2.0]))
+    assert not adv.requires_grad and adv.dtype == torch.float32
+    assert m["reward/mean"] == pytest.approx(-9.5 / 4)
+    assert m["prob_reward/mean"] == pytest.approx(2.0 / 4)
+    assert m["adv/min"] == -2.0 and m["adv/max"] == 2.0 and m["frac_groups_zero_std"] == 0.0
+    # unclipped, unnormalised LOO of the regression reward only: A_i = r_i - r_j
+    cfg = RealLossConfig(normalize_std=False, adv_clip=None, lambda_p=0.0)
+    adv, _ = real_advantages(probs, SCORES, gold, 2, cfg)
+    torch.testing.assert_close(adv, torch.tensor([-0.25, 0.25, 8.75, -8.75]))
+    assert real_advantages(probs, SCORES, gold, 1)[0].abs().max() == 0  # G = 1
+    with pytest.raises(ValueError):
+        real_advantages(probs, SCORES, gold, 3)
+
+
+def test_real_loss_uses_given_advantages_and_current_probs_for_refinement() -> None:
+    probs, gold, lp, mask = _real_case()
+    cfg = RealLossConfig(beta=0.5, refine_terms="sq", lambda_p=0.0)
+    adv, _ = real_advantages(probs, SCORES, gold, 2, cfg)
+    loss_a, m_a = real_loss(lp, mask, probs, SCORES, gold, 2, cfg)
+    loss_b, m_b = real_loss(lp, mask, probs, SCORES, gold, 2, cfg, advantages=adv)
+    assert loss_a.item() == pytest.approx(loss_b.item())  # single pass: same as computing them
+    assert m_b["adv/min"] == m_a["adv/min"] and "reward/mean" not in m_b
+
+    # later pass: the distribution moved, the advantages stay those of the sampling policy
+    moved = torch.tensor([[0.2] * 5] * 4, requires_grad=True)
+    fixed = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    loss, m = real_loss(lp, mask, moved, SCORES, gold, 2, cfg, advantages=fixed)
+    seq_lp = [-3.0, -0.5, -3.0, -3.0]
+    pg = sum(-a * s for a, s in zip(fixed.tolist(), seq_lp, strict=True)) / 7
+    refine = ((3.0 - gold) ** 2).mean().item()  # y_hat = 3 from the current distribution
+    assert m["pg_loss"] == pytest.approx(pg) and m["refine_loss"] == pytest.approx(refine)
+    assert loss.item() == pytest.approx(pg + 0.5 * refine)
+    loss.backward()
+    expected = 0.5 * 2 * (3.0 - gold).unsqueeze(-1) * SCORES / 4  # only the refinement
+    torch.testing.assert_close(moved.grad, expected)
+    with pytest.raises(ValueError):
+        real_loss(lp, mask, probs, SCORES, gold, 2, cfg, advantages=fixed[:2])
 
 
 def test_real_loss_gradients_go_where_they_should() -> None:

@@ -128,6 +128,56 @@ def test_real_ppo_epochs_make_several_updates(setup):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_real_advantages_are_fixed_over_ppo_epochs(setup, monkeypatch):
+    """Passes 2 and 3 use the advantages of pass 1 (computed from its forward before its
+    backward), while the refinement sees the current, moved, distribution."""
+    import realjudge.train.rl as rl
+    from realjudge.methods import real_advantages
+
+    calls = []
+    real_loss = rl.real_loss
+
+    def spy(*args, **kwargs):
+        probs, scores, gold = (a.detach().clone() for a in args[2:5])
+        calls.append((kwargs["advantages"].detach().clone(), probs, scores, gold))
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(rl, "real_loss", spy)
+    cfg, ctx, model, objective, items, update = setup(
+        "real",
+        ppo_epochs=3,
+        mini_batch_size=2,
+        num_generations=4,
+        normalize_std=False,
+        adv_clip=None,
+        beta=1.0,
+        refine_terms="sq",
+        learning_rate=1e-2,
+    )
+    update()
+    n = len(calls) // 3  # micro-batches per pass
+    assert n == 2 and len(calls) == 3 * n
+    loss_cfg = objective.loss_cfg
+    for j in range(n):
+        adv, probs, scores, gold = calls[j]
+        torch.testing.assert_close(adv, real_advantages(probs, scores, gold, 4, loss_cfg)[0])
+        for p in (1, 2):
+            later_adv, later_probs, *_ = calls[p * n + j]
+            assert torch.equal(later_adv, adv)
+            assert not torch.allclose(later_probs, probs)  # the model moved in between
+        recomputed = real_advantages(calls[2 * n + j][1], scores, gold, 4, loss_cfg)[0]
+        assert not torch.allclose(recomputed, adv)  # what recomputing them would have given
+
+
+def test_real_advantages_come_from_the_sampling_forward_with_clip_eps(setup):
+    cfg, ctx, model, objective, items, update = setup("real", ppo_epochs=2, clip_eps=0.2)
+    assert all(g.advantages is not None for g in items)  # set in prepare, before any update
+    before = [g.advantages.clone() for g in items]
+    metrics = update()
+    assert all(torch.equal(g.advantages, b) for g, b in zip(items, before, strict=True))
+    assert "adv/mean" in metrics
+
+
 def test_grpo_lowers_its_pg_loss_on_fixed_rollouts(setup, tokenizer):
     """Hand-made rollouts: a cue and a score; the correct one rewarded 1, the wrong one 0."""
     cfg, ctx, model, objective, items, update = setup("grpo", learning_rate=1e-2)

@@ -12,7 +12,7 @@ Methods:
 * RAFT: :func:`regression_loss` -- ``mean (y_hat - y)^2`` with ``y_hat = sum_k k p_k``.
 * TRACT: :func:`tract_loss` -- CE on the CoT + ``lam * (y_hat(x, c*) - y)^2``.
 * GRPO / RLOO with the binary exact-match reward: :func:`grpo_loss`.
-* REAL: :func:`real_loss`.
+* REAL: :func:`real_advantages` (once per rollout batch) and :func:`real_loss`.
 """
 
 from __future__ import annotations
@@ -383,6 +383,79 @@ def _regularisers(
     return total, metrics
 
 
+def _check_real_shapes(
+    score_probs: torch.Tensor, scores: torch.Tensor, gold: torch.Tensor, group_size: int
+) -> None:
+    n, k = score_probs.shape
+    if scores.shape != (k,) or gold.shape != (n,):
+        raise ValueError(f"scores must be [{k}] and gold [{n}]")
+    group_rewards_view(gold, group_size)  # validates N % G
+
+
+def real_advantages(
+    score_probs: torch.Tensor,
+    scores: torch.Tensor,
+    gold: torch.Tensor,
+    group_size: int,
+    config: RealLossConfig | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """REAL's per-rollout advantages of the CoT exploration term (no gradient).
+
+    ``A = clip(norm(adv_b(-(y_hat - y)^2))) + lambda_p * clip(norm(adv_b(p(y|x,c))))`` with
+    ``y_hat = sum_k scores_k p_k``: ``adv_b`` is the LOO (or group-mean) advantage, ``norm``
+    divides by the group std of that reward, ``clip`` clamps to ``[-adv_clip, adv_clip]``; the
+    ``lambda_p`` part is skipped when it is 0.
+
+    The rewards are those of the policy that sampled the rollouts: compute the advantages once
+    per rollout batch, from the score distribution of the first forward pass over it, and keep
+    them fixed over the update passes (as the authors' code does, whose rewards are computed
+    before its update passes). :func:`real_loss` takes them through ``advantages=``.
+
+    Args:
+        score_probs: ``[N, K]`` score distribution at each rollout's score position (detached
+            here anyway); normalised or raw.
+        scores: ``[K]`` ascending score values.
+        gold: ``[N]`` gold label of each rollout's prompt (repeated ``G`` times).
+        group_size: ``G``; ``G == 1`` gives zero advantages.
+        config: :class:`RealLossConfig` (``baseline``, ``normalize_std``, ``adv_clip``,
+            ``lambda_p``, ``std_eps`` are used).
+
+    Returns:
+        ``(advantages [N] float32, metrics)``; metrics: ``reward/mean|std`` (the regression
+        reward), ``prob_reward/mean|std``, ``frac_groups_zero_std``, ``adv/mean|std|min|max``.
+    """
+    cfg = config if config is not None else RealLossConfig()
+    if score_probs.dim() != 2:
+        raise ValueError(f"score_probs must be [N, K], got {tuple(score_probs.shape)}")
+    _check_real_shapes(score_probs, scores, gold, group_size)
+    probs = score_probs.detach().float()
+    gold = gold.detach().to(device=probs.device, dtype=torch.float32)
+    r_reg = regression_reward(_expected_score(probs, scores), gold)
+    adv = _group_advantage(
+        r_reg, group_size, cfg.baseline, cfg.normalize_std, cfg.std_eps, cfg.adv_clip
+    )
+    r_p = probability_reward(probs, gold, scores)
+    if cfg.lambda_p != 0.0:
+        adv_p = _group_advantage(
+            r_p, group_size, cfg.baseline, cfg.normalize_std, cfg.std_eps, cfg.adv_clip
+        )
+        adv = adv + cfg.lambda_p * adv_p
+
+    grouped = group_rewards_view(r_reg, group_size)
+    zero_std = (grouped.max(dim=1).values == grouped.min(dim=1).values).float().mean()
+    metrics: dict[str, float] = {"frac_groups_zero_std": zero_std.item()}
+    metrics.update(_stats("reward", r_reg))
+    metrics.update(_stats("prob_reward", r_p))
+    metrics.update(_adv_stats(adv))
+    return adv, metrics
+
+
+def _adv_stats(adv: torch.Tensor) -> dict[str, float]:
+    out = _stats("adv", adv)
+    out.update({"adv/min": adv.min().item(), "adv/max": adv.max().item()})
+    return out
+
+
 def real_loss(
     token_logprobs: torch.Tensor,
     cot_mask: torch.Tensor,
@@ -392,6 +465,7 @@ def real_loss(
     group_size: int,
     config: RealLossConfig | None = None,
     *,
+    advantages: torch.Tensor | None = None,
     old_logprobs: torch.Tensor | None = None,
     ref_logprobs: torch.Tensor | None = None,
     entropies: torch.Tensor | None = None,
@@ -405,12 +479,12 @@ def real_loss(
     ``loss = PG(-A * log pi over CoT tokens, aggregated by cfg.pg_agg)
     + beta * mean_n refine_n + kl_coef * KL - entropy_coef * H``
 
-    with, from **detached** ``score_probs``,
-    ``A = clip(norm(adv_b(-(y_hat - y)^2))) + lambda_p * clip(norm(adv_b(p(y|x,c))))``
-    (``adv_b`` = LOO or group-mean advantage; ``norm`` = divide by the group std of that
-    reward; ``clip`` to ``[-adv_clip, adv_clip]``; the lambda_p part is skipped when 0), and
-    ``refine_n`` = ``(y_hat_n - y_n)^2`` / ``-log p(y_n|x,c_n)`` / their sum with the nll
-    weighted by ``lambda_p``, per ``cfg.refine_terms``, differentiated through ``score_probs``.
+    with ``A`` the given ``advantages`` (computed once per rollout batch by
+    :func:`real_advantages` and kept over the update passes), or, when ``advantages`` is
+    ``None``, ``real_advantages`` of the **detached** ``score_probs`` (the single-pass case),
+    and ``refine_n`` = ``(y_hat_n - y_n)^2`` / ``-log p(y_n|x,c_n)`` / their sum with the nll
+    weighted by ``lambda_p``, per ``cfg.refine_terms``, differentiated through ``score_probs``
+    -- the current model's distribution, from the same forward pass as ``token_logprobs``.
 
     With ``baseline="loo", normalize_std=False, adv_clip=None, lambda_p=0, beta=1,
     refine_terms="sq", pg_agg="seq-mean-token-sum"``, ``-grad(loss)`` is an unbiased estimate of
@@ -429,12 +503,16 @@ def real_loss(
         gold: ``[N]`` gold label of each rollout's prompt (repeated ``G`` times).
         group_size: ``G``; ``G == 1`` gives zero advantages (only the refinement term trains).
         config: :class:`RealLossConfig` (default: authors' defaults).
+        advantages: ``[N]`` fixed advantages (no grad) from :func:`real_advantages`; ``None``
+            computes them here from ``score_probs``.
         old_logprobs: ``[N, T]`` sampling-policy log-probs, for the ratio/PPO-clip form.
         ref_logprobs: ``[N, T]`` reference-policy log-probs, needed if ``kl_coef != 0``.
         entropies: ``[N, T]`` per-token entropies (with grad), needed if ``entropy_coef != 0``.
 
     Returns:
-        ``(loss, metrics)``; metrics are detached Python floats.
+        ``(loss, metrics)``; metrics are detached Python floats. The reward metrics
+        (``reward/*``, ``prob_reward/*``, ``frac_groups_zero_std``) are there only when the
+        advantages are computed here; ``adv/*`` always describe the advantages used.
     """
     cfg = config if config is not None else RealLossConfig()
     n, k = score_probs.shape
@@ -443,26 +521,21 @@ def real_loss(
             f"token_logprobs {tuple(token_logprobs.shape)}, cot_mask {tuple(cot_mask.shape)}"
             f" and score_probs {tuple(score_probs.shape)} disagree"
         )
-    if scores.shape != (k,) or gold.shape != (n,):
-        raise ValueError(f"scores must be [{k}] and gold [{n}]")
-    group_rewards_view(gold, group_size)  # validates N % G
+    _check_real_shapes(score_probs, scores, gold, group_size)
 
     probs = score_probs.float()
     gold = gold.to(device=probs.device, dtype=torch.float32)
     y_hat = _expected_score(probs, scores)  # [N], with grad
     p_gold = probability_reward(probs, gold, scores)  # [N], with grad
 
-    # ---- rewards and advantages (no grad) ----
-    r_reg = regression_reward(y_hat.detach(), gold)
-    adv = _group_advantage(
-        r_reg, group_size, cfg.baseline, cfg.normalize_std, cfg.std_eps, cfg.adv_clip
-    )
-    r_p = p_gold.detach()
-    if cfg.lambda_p != 0.0:
-        adv_p = _group_advantage(
-            r_p, group_size, cfg.baseline, cfg.normalize_std, cfg.std_eps, cfg.adv_clip
-        )
-        adv = adv + cfg.lambda_p * adv_p
+    # ---- advantages (no grad): given (fixed per rollout batch), or from this pass ----
+    if advantages is None:
+        adv, adv_metrics = real_advantages(probs, scores, gold, group_size, cfg)
+    else:
+        if advantages.shape != (n,):
+            raise ValueError(f"advantages must be [{n}], got {tuple(advantages.shape)}")
+        adv = advantages.detach().to(device=probs.device, dtype=torch.float32)
+        adv_metrics = _adv_stats(adv)
 
     # ---- (1) CoT exploration: policy gradient over the CoT tokens ----
     pg = policy_gradient_loss(
@@ -493,8 +566,6 @@ def real_loss(
     )
     loss = loss + reg_total
 
-    grouped = group_rewards_view(r_reg, group_size)
-    zero_std = (grouped.max(dim=1).values == grouped.min(dim=1).values).float().mean()
     metrics: dict[str, float] = {
         "loss": loss.item(),
         "pg_loss": pg.item(),
@@ -502,15 +573,10 @@ def real_loss(
         "sq_err": sq.detach().mean().item(),
         "nll_gold": nll.detach().mean().item(),
         "score_mass": probs.detach().sum(-1).mean().item(),
-        "frac_groups_zero_std": zero_std.item(),
-        "adv/min": adv.min().item(),
-        "adv/max": adv.max().item(),
         "cot_tokens/mean": cot_mask.float().sum(-1).mean().item(),
     }
-    metrics.update(_stats("reward", r_reg))
-    metrics.update(_stats("prob_reward", r_p))
+    metrics.update(adv_metrics)
     metrics.update(_stats("y_hat", y_hat))
-    metrics.update(_stats("adv", adv))
     metrics.update(reg_metrics)
     return loss, metrics
 

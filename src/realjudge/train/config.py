@@ -351,9 +351,14 @@ class REALConfig(RolloutConfig):
         beta: weight of the refinement term (authors: 0.0 fast, 0.01 best).
         refine_terms: ``sq``, ``nll`` or ``both`` (``(y_hat - y)^2 + lambda_p * -log p(y)``).
 
-    Advantages are computed inside the loss from the score distribution of the pass at hand:
-    the reward depends on the weights, so later ``ppo_epochs`` passes use the current ``y_hat``
-    rather than the one at sampling time.
+    Advantages are computed once per rollout (:func:`realjudge.methods.real_advantages`), from
+    the score distribution of the first forward pass over its group -- the sampling-policy
+    forward when ``clip_eps`` asks for one, else the first update pass's own forward, before its
+    backward, so no forward pass is added -- and kept fixed over the ``ppo_epochs`` passes and
+    mini-batches, as in the authors' code (rewards computed before the update passes). With
+    ``mini_batch_size < batch_size`` and no ``clip_eps``, a group of a later mini-batch gets its
+    advantages from the weights after the first pass's earlier updates. The refinement term
+    always uses the current model's distribution, from the forward that scores the CoT tokens.
     """
 
     method: str = "real"

@@ -7,9 +7,15 @@ Per micro-batch, ONE :func:`~realjudge.inference.batch.judge_forward` over promp
 gives the CoT token log-probs and the logits at the score position:
 
 * REAL: score distribution -> :func:`realjudge.methods.real_loss` (CoT exploration with LOO
-  advantages of the regression and probability rewards + the refinement term).
+  advantages of the regression and probability rewards + the refinement term). The advantages
+  are fixed per rollout: :func:`realjudge.methods.real_advantages` of the score distribution
+  of the first forward pass over a group (the sampling-policy forward when ``clip_eps`` needs
+  one, else the first update pass's own forward, before its backward), stored on the
+  :class:`PromptGroup` and reused by every later pass -- no forward pass is added. The
+  refinement term always uses the current forward's distribution.
 * GRPO: the sampled score token is part of the response and of the PG loss; reward
-  ``1[sampled score == round(y)]`` -> :func:`realjudge.methods.grpo_loss`.
+  ``1[sampled score == round(y)]`` -> :func:`realjudge.methods.grpo_loss`. The reward depends
+  only on the sampled tokens, so its advantages are the same on every pass.
 
 Rows are laid out group-major (the ``G`` rollouts of a prompt next to each other), as the
 advantage functions expect; micro-batches hold whole groups.
@@ -34,7 +40,13 @@ from realjudge.inference.rollout import (
     sample,
     stop_token_ids,
 )
-from realjudge.methods import UNPARSABLE, RealLossConfig, grpo_loss, real_loss
+from realjudge.methods import (
+    UNPARSABLE,
+    RealLossConfig,
+    grpo_loss,
+    real_advantages,
+    real_loss,
+)
 from realjudge.train.examples import Example, chunks, derive_seed
 from realjudge.train.objectives import Context, forward_examples, read_scores, score_metrics
 
@@ -42,13 +54,15 @@ from realjudge.train.objectives import Context, forward_examples, read_scores, s
 @dataclass
 class PromptGroup:
     """One prompt and its ``G`` rollouts; ``old``/``ref``: per-rollout token log-probs of the
-    sampling / reference policy over each row's response (when needed)."""
+    sampling / reference policy over each row's response (when needed); ``advantages``: REAL's
+    ``[G]`` advantages, set by the first forward pass over the group and then kept."""
 
     prompt_ids: list[int]
     gold: float
     rollouts: list[Rollout]
     old: list[torch.Tensor] | None = None
     ref: list[torch.Tensor] | None = None
+    advantages: torch.Tensor | None = None
 
 
 class _SyncedGenerate:
@@ -165,14 +179,24 @@ class _RLObjective:
             top_p=cfg.top_p,
         )
         if cfg.clip_eps is not None or cfg.kl_coef:
-            self._attach_logprobs(ctx, model, groups)
+            stats.update(self._attach_logprobs(ctx, model, groups))
         return groups, stats
 
+    def sampling_forward(
+        self, ctx: Context, groups: Sequence[PromptGroup], rows: Sequence[Example], fwd: Any
+    ) -> dict[str, float]:
+        """Hook: the sampling policy's forward over ``groups`` (when ``clip_eps`` needs one)."""
+        return {}
+
     @torch.no_grad()
-    def _attach_logprobs(self, ctx: Context, model: Any, groups: list[PromptGroup]) -> None:
+    def _attach_logprobs(
+        self, ctx: Context, model: Any, groups: list[PromptGroup]
+    ) -> dict[str, float]:
         """Sampling-policy (for ratio clipping) and reference (for KL) token log-probs, computed
-        once per step, in micro-batches of the size the updates use."""
+        once per step, in micro-batches of the size the updates use. Returns the averaged
+        metrics of :meth:`sampling_forward`."""
         cfg = ctx.cfg
+        hook_metrics: list[dict[str, float]] = []
         for part in chunks(groups, max(1, micro_size(ctx, len(groups)))):
             rows = self.flat_rows(ctx, part)
             lens = [len(r.response_ids) for r in rows]
@@ -180,6 +204,7 @@ class _RLObjective:
             if cfg.clip_eps is not None:
                 _, fwd = forward_examples(ctx, model, rows)
                 old = fwd.token_logprobs.float().cpu()
+                hook_metrics.append(self.sampling_forward(ctx, part, rows, fwd))
             if cfg.kl_coef:
                 ref = ctx.ref_logprobs_fn(rows).float().cpu()
             for gi, g in enumerate(part):
@@ -188,6 +213,7 @@ class _RLObjective:
                     g.old = [old[i, : lens[i]] for i in range(sl.start, sl.stop)]
                 if ref is not None:
                     g.ref = [ref[i, : lens[i]] for i in range(sl.start, sl.stop)]
+        return _mean_metrics(hook_metrics)
 
     @staticmethod
     def _stack(parts: list[torch.Tensor] | None, width: int, device: torch.device):
@@ -203,6 +229,14 @@ class _RLObjective:
         if groups and groups[0].ref is not None:
             ref = self._stack([t for g in groups for t in g.ref], width, ctx.device)
         return old, ref
+
+
+def _mean_metrics(dicts: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys: dict[str, list[float]] = {}
+    for d in dicts:
+        for k, v in d.items():
+            keys.setdefault(k, []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in keys.items()}
 
 
 def micro_size(ctx: Context, n_local: int) -> int:
@@ -289,6 +323,30 @@ class REALObjective(_RLObjective):
             for r in group.rollouts
         ]
 
+    def fixed_advantages(
+        self, ctx: Context, groups: Sequence[PromptGroup], probs: torch.Tensor, gold: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The groups' advantages: computed from ``probs`` (detached) for groups that have none
+        yet -- the first forward pass over them -- and stored; stored ones are reused. Returns
+        ``(advantages [N], metrics of the ones computed now)``."""
+        metrics: dict[str, float] = {}
+        if any(g.advantages is None for g in groups):
+            G = ctx.cfg.num_generations
+            adv, metrics = real_advantages(
+                probs.detach(), ctx.scores.to(probs.device), gold, G, self.loss_cfg
+            )
+            for gi, g in enumerate(groups):
+                if g.advantages is None:
+                    g.advantages = adv[gi * G : (gi + 1) * G].detach()
+        return torch.cat([g.advantages for g in groups]).to(ctx.device), metrics
+
+    def sampling_forward(
+        self, ctx: Context, groups: Sequence[PromptGroup], rows: Sequence[Example], fwd: Any
+    ) -> dict[str, float]:
+        probs, _, _ = read_scores(ctx, fwd.score_logits)
+        gold = torch.tensor([r.gold for r in rows], dtype=torch.float32, device=probs.device)
+        return self.fixed_advantages(ctx, groups, probs, gold)[1]
+
     def loss(self, ctx: Context, model: Any, groups: Sequence[PromptGroup]):
         cfg = ctx.cfg
         rows = self.flat_rows(ctx, groups)
@@ -296,6 +354,7 @@ class REALObjective(_RLObjective):
         probs, leaked, _ = read_scores(ctx, fwd.score_logits)
         gold = torch.tensor([r.gold for r in rows], dtype=torch.float32, device=ctx.device)
         old, ref = self._old_ref(ctx, groups, batch.response_len)
+        adv, adv_metrics = self.fixed_advantages(ctx, groups, probs, gold)
         loss, metrics = real_loss(
             fwd.token_logprobs,
             batch.response_mask,
@@ -304,9 +363,11 @@ class REALObjective(_RLObjective):
             gold,
             cfg.num_generations,
             self.loss_cfg,
+            advantages=adv,
             old_logprobs=old,
             ref_logprobs=ref,
             entropies=fwd.token_entropy,
         )
+        metrics.update(adv_metrics)
         metrics["leaked_mass"] = leaked.detach().float().mean().item()
         return loss, metrics
