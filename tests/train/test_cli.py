@@ -12,6 +12,7 @@ from realjudge.train.entry import main as train_main
 
 from ._helpers import (
     one_thread,  # noqa: F401  (autouse: one torch thread)
+    quick_config,
     write_data,
 )
 
@@ -62,6 +63,49 @@ def test_cli_train_writes_a_loadable_model(tmp_path):
         )
         == 2
     )
+
+
+def test_eval_and_score_default_to_the_trained_format_and_normalisation(tmp_path):
+    from realjudge.evaluate.run import score_file
+    from realjudge.inference.judge import JudgeConfig, load_judge
+    from realjudge.models import read_judge_defaults
+    from realjudge.train import train
+
+    res = train(quick_config("raft", tmp_path, max_steps=1, fmt="overall", rail_normalize=False))
+    model = str(res.out)
+    assert read_judge_defaults(model) == {"fmt": "overall", "normalize": False}
+    assert load_model(model, device="cpu").judge_defaults == read_judge_defaults(model)
+    assert read_judge_defaults("tiny") == {} and read_judge_defaults(tmp_path) == {}
+
+    data = str(tmp_path / "data.jsonl")
+    ev = tmp_path / "eval"
+    flags = ["--device", "cpu", "--cot", "--max-new-tokens", "3", "--quiet", "--n-boot", "10"]
+    # no --format, no --raw-probs: the model's own settings
+    rc = cli_main(["eval", "--model", model, "--data", data, "--out", str(ev), *flags])
+    assert rc == 0
+    config = json.loads((ev / "metrics.json").read_text())["config"]
+    assert config["fmt"] == "overall" and config["normalize"] is False
+    rows = [json.loads(line) for line in (ev / "predictions.jsonl").read_text().splitlines()]
+    assert rows and all(r["feedback"].endswith("So the overall score is ") for r in rows), rows
+    assert all(sum(r["distribution"]) < 1.0 - 1e-6 for r in rows)  # raw probabilities
+
+    # explicit settings win, on the command line and in the Python API
+    out = tmp_path / "scored.jsonl"
+    rc = cli_main(
+        ["score", "--model", model, "--input", data, "--output", str(out), *flags[:-2]]
+        + ["--format", "result", "--no-raw-probs"]
+    )
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all("[RESULT]" in r["feedback"] for r in rows)
+    assert all(abs(sum(r["distribution"]) - 1.0) < 1e-5 for r in rows)
+    judge = load_judge(model, JudgeConfig(progress=False, normalize=True), device="cpu")
+    assert judge.config.fmt == "overall" and judge.config.normalize is True
+    api = tmp_path / "api.jsonl"
+    summary = score_file(model, data, api, JudgeConfig(progress=False, cot=True, max_new_tokens=3))
+    assert summary["n_scored"] == 4
+    rows = [json.loads(line) for line in api.read_text().splitlines()]
+    assert all(r["feedback"].endswith("So the overall score is ") for r in rows)
 
 
 def test_cli_reports_bad_keys_as_user_errors(capsys):

@@ -37,7 +37,10 @@ class EvalConfig:
         split: data split (embedded: ``test`` by default; hub: ``train`` by default).
         limit: grade only the first ``limit`` records.
         mode, cot, samples, normalize, fmt, batch_size, max_new_tokens, temperature, top_p,
-        max_prompt_tokens, backend: see :class:`~realjudge.inference.judge.JudgeConfig`.
+        max_prompt_tokens, backend: see :class:`~realjudge.inference.judge.JudgeConfig`;
+            ``fmt`` and ``normalize`` left ``None`` are the model's training settings (its
+            ``realjudge.json``), else ``"result"`` / ``True``. ``metrics.json`` echoes the
+            values used.
         out: output directory (default ``runs/eval-<timestamp>``).
         skip_bad: skip malformed input rows (they are still listed in predictions.jsonl)
             instead of stopping at the first one.
@@ -54,8 +57,8 @@ class EvalConfig:
     mode: str = "rail"
     cot: bool = False
     samples: int = 1
-    normalize: bool = True
-    fmt: str = "result"
+    normalize: bool | None = None
+    fmt: str | None = None
     out: str | None = None
     batch_size: int = 8
     max_new_tokens: int = 256
@@ -176,6 +179,8 @@ def run_eval(cfg: EvalConfig) -> dict:
         scale=list(scale),
         backend_used=judge.backend.name,
         temperature_used=judge_cfg.effective_temperature if cfg.cot else None,
+        fmt=judge.config.fmt,  # the values used (unset: the model's training settings)
+        normalize=judge.config.normalize,
     )
     reading = ("CoT + " if cfg.cot else "score-only ") + (
         "RAIL" if cfg.mode == "rail" else "decode"

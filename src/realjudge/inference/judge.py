@@ -57,8 +57,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -95,12 +95,15 @@ class JudgeConfig:
             the score cue right after the prompt: one forward pass per item.
         samples: chains of thought per item (``K``); their distributions and scores are
             averaged. Score-only reading is deterministic, so it always uses one.
-        normalize: renormalise the score probabilities over the score tokens (RAIL proper,
-            default). ``False`` keeps the raw full-vocabulary probabilities, as the REAL and
-            TRACT authors' code does; the expected score is then ``sum_k k p_k`` of those raw
-            probabilities and ``leaked_mass`` tells how much is missing.
+        normalize: renormalise the score probabilities over the score tokens (RAIL proper).
+            ``False`` keeps the raw full-vocabulary probabilities, as the REAL and TRACT
+            authors' code does; the expected score is then ``sum_k k p_k`` of those raw
+            probabilities and ``leaked_mass`` tells how much is missing. ``None`` (default):
+            what the model was trained with (``rail_normalize`` in the ``realjudge.json`` of a
+            ``realjudge train`` output, read by :func:`load_judge`), else ``True``.
         fmt: output format, ``"result"`` (``Feedback: ... [RESULT] N``, Prometheus) or
-            ``"overall"`` (``... So the overall score is N``, the REAL authors').
+            ``"overall"`` (``... So the overall score is N``, the REAL authors'). ``None``
+            (default): the model's training format (``realjudge.json``), else ``"result"``.
         max_new_tokens: length limit of a chain of thought.
         temperature: sampling temperature of the chain of thought. ``None`` means 1.0 when
             ``samples > 1`` and greedy decoding with one sample; 0 means greedy.
@@ -121,8 +124,8 @@ class JudgeConfig:
     mode: str = "rail"
     cot: bool = False
     samples: int = 1
-    normalize: bool = True
-    fmt: str = "result"
+    normalize: bool | None = None
+    fmt: str | None = None
     max_new_tokens: int = 256
     temperature: float | None = None
     top_p: float = 0.9
@@ -138,7 +141,8 @@ class JudgeConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        get_format(self.fmt)  # raises on an unknown format
+        if self.fmt is not None:
+            get_format(self.fmt)  # raises on an unknown format
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.batch_size < 1:
@@ -155,6 +159,17 @@ class JudgeConfig:
             raise ValueError(
                 "several samples need sampling: set temperature > 0 (or leave it unset for 1.0)"
             )
+
+    def with_model_defaults(self, defaults: Mapping[str, Any] | None = None) -> JudgeConfig:
+        """This config with ``fmt`` / ``normalize`` that are ``None`` taken from ``defaults``
+        (a model's, :func:`realjudge.models.read_judge_defaults`), else ``"result"`` / ``True``;
+        values set explicitly are kept."""
+        defaults = defaults or {}
+        fmt = self.fmt if self.fmt is not None else defaults.get("fmt", "result")
+        normalize = self.normalize
+        if normalize is None:
+            normalize = bool(defaults.get("normalize", True))
+        return replace(self, fmt=fmt, normalize=normalize)
 
     @property
     def effective_samples(self) -> int:
@@ -464,7 +479,8 @@ class Judge:
     """
 
     def __init__(self, model: Any, tokenizer: Any, config: JudgeConfig | None = None) -> None:
-        self.config = config or JudgeConfig()
+        # fmt / normalize left unset: the usual defaults (load_judge fills in the model's first)
+        self.config = (config or JudgeConfig()).with_model_defaults()
         self.tokenizer = tokenizer
         self.model = model
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
@@ -626,9 +642,11 @@ def load_judge(
     dtype: str | None = None,
     seed: int = 0,
 ) -> Judge:
-    """Load ``model`` (a :func:`realjudge.models.load_model` spec) behind the configured backend."""
-    from dataclasses import replace
+    """Load ``model`` (a :func:`realjudge.models.load_model` spec) behind the configured backend.
 
+    ``fmt`` and ``normalize`` left ``None`` in ``config`` become what the model was trained with
+    (:func:`realjudge.models.read_judge_defaults`), else ``"result"`` / ``True``.
+    """
     from realjudge import models
 
     config = config or JudgeConfig()
@@ -639,6 +657,8 @@ def load_judge(
         path = str(models._embedded_checkpoint()) if model == "embedded" else model
         tokenizer = models.load_tokenizer(path)
         llm = load_llm(path, dtype=dtype, seed=seed)
+        config = config.with_model_defaults(models.read_judge_defaults(model))
         return Judge(llm, tokenizer, replace(config, backend="vllm"))
     loaded = models.load_model(model, device=device, dtype=dtype, seed=seed)
+    config = config.with_model_defaults(loaded.judge_defaults)
     return Judge(loaded.model, loaded.tokenizer, replace(config, backend="transformers"))

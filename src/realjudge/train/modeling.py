@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from realjudge.models import load_model, load_tokenizer, pick_device, pick_dtype
+from realjudge.models import JUDGE_META_FILE, load_model, load_tokenizer, pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
 
-META_FILE = "realjudge.json"
+META_FILE = JUDGE_META_FILE  # read back by realjudge.models.read_judge_defaults
 STATE_FILE = "trainer_state.json"
 CHECKPOINTS = "checkpoints"
 
