@@ -256,3 +256,15 @@ def test_config_validation():
     assert JudgeConfig(cot=True).greedy
     assert JudgeConfig(samples=4).effective_samples == 1
     assert not math.isnan(JudgeConfig(temperature=0.7).effective_temperature)
+
+
+def test_rows_stream_before_the_window_is_done(tiny_model, tokenizer, monkeypatch):
+    records = make_records(4)  # prompt lengths grow with the index: input order = length order
+    judge = Judge(tiny_model, tokenizer, cfg(batch_size=1))
+    calls = []
+    real_run = judge.backend.run
+    monkeypatch.setattr(judge.backend, "run", lambda items: calls.append(1) or real_run(items))
+    stream = judge.predict(records)
+    first = next(stream)
+    assert first["id"] == "r0" and len(calls) == 1
+    assert [r["id"] for r in stream] == ["r1", "r2", "r3"] and len(calls) == 4

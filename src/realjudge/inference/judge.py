@@ -551,7 +551,9 @@ class Judge:
                 out.append(e)
         return out
 
-    def _predict_window(self, records: list[Any], bar: Any) -> list[dict]:
+    def _predict_window(self, records: list[Any], bar: Any) -> Iterator[dict]:
+        """Grade one window, shortest prompts first; yield rows in input order as soon as
+        every earlier row of the window is done."""
         rows: list[dict | None] = [None] * len(records)
         prepared: list[tuple[int, JudgeItem]] = []
         for pos, record in enumerate(records):
@@ -562,6 +564,7 @@ class Judge:
                 bar.update(1)
         prepared.sort(key=lambda pi: len(pi[1].prompt_ids))
         step = self.config.batch_size
+        done = 0  # rows[:done] were yielded
         for start in range(0, len(prepared), step):
             chunk = prepared[start : start + step]
             results = self._run_guarded([item for _, item in chunk])
@@ -574,7 +577,12 @@ class Judge:
                 except Exception as e:  # noqa: BLE001
                     rows[pos] = error_row(item.record, e)
             bar.update(len(chunk))
-        return [r for r in rows if r is not None]
+            while done < len(rows) and rows[done] is not None:
+                yield rows[done]  # type: ignore[misc]
+                done += 1
+        while done < len(rows):  # only error rows can be left (no batch ran after them)
+            yield rows[done]  # type: ignore[misc]
+            done += 1
 
     def predict(self, records: Iterable[JudgeRecord]) -> Iterator[dict]:
         """Yield one prediction row per record, in input order (see the module doc)."""
