@@ -92,6 +92,44 @@ class JudgeForward:
     token_entropy: torch.Tensor | None = None  # [N, R] when asked for
 
 
+class _ReadLogits(torch.autograd.Function):
+    """``logits [N, R+1, V] -> (token log-probs [N, R], score-position logits [N, V])``.
+
+    Written out by hand so that the backward pass writes the gradient of *both* outputs into
+    one ``[N, R+1, V]`` buffer. Built from standard ops (``log_softmax`` + ``gather`` for the
+    tokens, indexing for the score row), every read materialises its own full-size gradient
+    (gather, slice and index backward each allocate one) before they are summed: reading the
+    score row with grad (REAL, RAFT, TRACT) then cost an extra logits-sized buffer, a large
+    share of a step's footprint when the vocabulary is large. Saves ``logits`` and the
+    per-token log-normaliser; no ``[N, R, V]`` log-softmax is kept.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, response_ids, score_index):  # type: ignore[override]
+        R = response_ids.shape[1]
+        lse = torch.logsumexp(logits[:, :R], dim=-1)  # [N, R]
+        picked = logits[:, :R].gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(logits, lse, response_ids, score_index)
+        return picked - lse, logits[rows, score_index]
+
+    @staticmethod
+    def backward(ctx, g_tokens, g_score):  # type: ignore[override]
+        logits, lse, response_ids, score_index = ctx.saved_tensors
+        grad = torch.zeros_like(logits)
+        if g_tokens is not None:
+            # d log p(y_j) / d logits_j = onehot(y_j) - softmax(logits_j), in place
+            part = grad[:, : response_ids.shape[1]]
+            part.copy_(logits[:, : part.shape[1]]).sub_(lse.unsqueeze(-1)).exp_()
+            part.mul_(-g_tokens.unsqueeze(-1))
+            part.scatter_add_(-1, response_ids.unsqueeze(-1), g_tokens.unsqueeze(-1))
+        if g_score is not None:
+            rows = torch.arange(logits.shape[0], device=logits.device)
+            grad.index_put_((rows, score_index), g_score, accumulate=True)
+        return grad, None, None
+
+
 def judge_forward(model: torch.nn.Module, batch: JudgeBatch, entropy: bool = False) -> JudgeForward:
     """One forward pass; logits are computed only over the response columns (+1)."""
     R = batch.response_len
@@ -103,11 +141,14 @@ def judge_forward(model: torch.nn.Module, batch: JudgeBatch, entropy: bool = Fal
         use_cache=False,
     )
     logits = out.logits.float()  # [N, R+1, V]; column j predicts response token j
+    if not entropy:
+        token_logprobs, score_logits = _ReadLogits.apply(
+            logits, batch.response_ids, batch.score_index
+        )
+        return JudgeForward(token_logprobs=token_logprobs, score_logits=score_logits)
     logp = torch.log_softmax(logits[:, :R], dim=-1)
     token_logprobs = logp.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
     rows = torch.arange(logits.shape[0], device=logits.device)
     score_logits = logits[rows, batch.score_index]
-    ent = None
-    if entropy:
-        ent = -(logp.exp() * logp).sum(-1)
+    ent = -(logp.exp() * logp).sum(-1)
     return JudgeForward(token_logprobs=token_logprobs, score_logits=score_logits, token_entropy=ent)
