@@ -1,4 +1,4 @@
-"""Command line: ``realjudge eval | score | bench inference``.
+"""Command line: ``realjudge eval | score | bench inference | bench train-step``.
 
 Each subcommand turns its arguments into a config object and calls one library function;
 nothing here computes anything. To add a subcommand, write ``_add_<name>(sub)`` that calls
@@ -263,6 +263,32 @@ def _add_bench(sub: Any) -> None:
     inf.add_argument("--format", dest="fmt", choices=["result", "overall"], default="result")
     inf.add_argument("--max-prompt-tokens", type=int, default=2048)
     inf.set_defaults(handler=_run_bench_inference)
+    ts = bench_sub.add_parser(
+        "train-step",
+        help="one REAL and one GRPO update on the same model, prompts and rollouts: "
+        "time and peak-memory ratios",
+    )
+    _add_model_args(ts)
+    ts.add_argument("--data", default="embedded", help="data spec (default: embedded)")
+    ts.add_argument("--split", default="train", help="split of --data (default: train)")
+    ts.add_argument("--prompts", type=int, default=2, help="prompts per step (default 2)")
+    ts.add_argument("--group-size", type=int, default=4, help="rollouts per prompt (default 4)")
+    ts.add_argument("--max-new-tokens", type=int, default=48, help="rollout length limit (48)")
+    ts.add_argument("--repeats", type=int, default=3, help="measured rounds (default 3)")
+    ts.add_argument("--warmup", type=int, default=1, help="unmeasured steps per method (1)")
+    ts.add_argument("--lora", action="store_true", help="train LoRA adapters, not all weights")
+    ts.add_argument("--beta", type=float, default=0.01, help="REAL refinement weight (0.01)")
+    ts.add_argument("--format", dest="fmt", choices=["result", "overall"], default="result")
+    ts.add_argument("--max-prompt-tokens", type=int, default=512)
+    ts.add_argument(
+        "--no-generation",
+        dest="generation",
+        action="store_false",
+        help="do not time rollout generation (no full-step ratio)",
+    )
+    ts.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ts.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON")
+    ts.set_defaults(handler=_run_bench_train_step)
 
 
 def _run_bench_inference(args: argparse.Namespace) -> int:
@@ -280,6 +306,33 @@ def _run_bench_inference(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         seed=args.seed,
+        show=True,
+    )
+    return 0
+
+
+def _run_bench_train_step(args: argparse.Namespace) -> int:
+    from realjudge.bench import bench_train_step
+
+    bench_train_step(
+        model=args.model,
+        data=args.data,
+        prompts=args.prompts,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        repeats=args.repeats,
+        lora=args.lora,
+        device=args.device,
+        dtype=args.dtype,
+        split=args.split,
+        fmt=args.fmt,
+        max_prompt_tokens=args.max_prompt_tokens,
+        beta=args.beta,
+        seed=args.seed,
+        warmup=args.warmup,
+        generation=args.generation,
+        threads=args.threads,
+        json_out=args.json_out,
         show=True,
     )
     return 0
