@@ -362,10 +362,63 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# quickstart (the main job)
+
+
+def _add_quickstart(sub: Any) -> None:
+    p = sub.add_parser(
+        "quickstart",
+        help="the main job: train a judge on the embedded default, print before/after",
+        description="Evaluate the embedded model on the embedded test and out-of-domain "
+        "splits, train it in stages (see realjudge.quickstart), evaluate again and print "
+        "Pearson/Spearman before and after. Sized for a 2-core CPU.",
+    )
+    p.add_argument("--out", default="runs/quickstart", help="run directory")
+    p.add_argument("--model", default="embedded", help="starting model")
+    p.add_argument("--eval-limit", type=int, default=None, help="items per evaluation split")
+    p.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="steps of each stage, in order (default: the stages' own)",
+    )
+    p.add_argument(
+        "--no-cot",
+        action="store_true",
+        help="evaluate score-only (RAIL right after the cue) instead of CoT + RAIL",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_run_quickstart)
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
+    from realjudge.quickstart import QuickstartConfig, run_quickstart
+
+    cfg = QuickstartConfig(out=args.out, model=args.model, seed=args.seed, eval_cot=not args.no_cot)
+    if args.eval_limit is not None:
+        cfg.eval_limit = args.eval_limit
+    if args.steps is not None:
+        if len(args.steps) != len(cfg.stages):
+            raise ValueError(f"--steps takes {len(cfg.stages)} numbers, one per stage")
+        for stage, n in zip(cfg.stages, args.steps, strict=True):
+            stage.max_steps = n
+    run_quickstart(cfg)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
 # parser and entry point
 
 #: Subcommand builders, in --help order; each adds one parser with ``handler`` set.
-SUBCOMMANDS: list[Callable[[Any], None]] = [_add_eval, _add_score, _add_bench, _add_train]
+SUBCOMMANDS: list[Callable[[Any], None]] = [
+    _add_quickstart,
+    _add_train,
+    _add_eval,
+    _add_score,
+    _add_bench,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,9 +26,21 @@ class Stage:
 
 
 def default_stages() -> list[Stage]:
+    """TRACT on the reference feedbacks, then REAL warm-started from it (the paper's order),
+    sized for two CPU cores."""
     return [
-        Stage("tract", 60, {"learning_rate": 1e-4, "batch_size": 8}),
-        Stage("real", 10, {"learning_rate": 2e-5, "batch_size": 4, "num_generations": 4}),
+        Stage("tract", 40, {"learning_rate": 1e-4, "batch_size": 8}),
+        Stage(
+            "real",
+            6,
+            {
+                "learning_rate": 1e-5,
+                "batch_size": 2,
+                "num_generations": 4,
+                "max_new_tokens": 64,
+                "beta": 0.01,
+            },
+        ),
     ]
 
 
@@ -51,9 +63,9 @@ class QuickstartConfig:
     model: str = "embedded"
     stages: list[Stage] = field(default_factory=default_stages)
     preset: str = "cpu-embedded"
-    eval_limit: int = 100
+    eval_limit: int = 50
     eval_cot: bool = True
-    max_new_tokens: int = 64
+    max_new_tokens: int = 96
     seed: int = 0
     splits: tuple[tuple[str, str], ...] = (("test", "embedded"), ("ood", "embedded-ood"))
 
@@ -103,6 +115,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
             "seed": cfg.seed,
             "max_new_tokens": cfg.max_new_tokens,
             "overwrite": True,
+            "eval_limit": 0,  # evaluated here, before and after, on both splits
+            "save_steps": 0,
             **stage.overrides,
         }
         if start != cfg.model:
