@@ -9,14 +9,19 @@ what reading the distribution costs on top of decoding: nothing but noise.
 :func:`bench_train_step` runs REAL and GRPO training steps side by side on the same model,
 prompts and rollouts, through the trainer's own code, and reports the REAL/GRPO ratios of step
 time and peak memory (REAL should cost what GRPO costs: one forward pass gives both the CoT
-log-probs and the score distribution).
+log-probs and the score distribution). Its machinery -- :func:`train_step_harness` (model,
+optimiser and accelerator as the trainer builds them, snapshot/restore of the starting point,
+interleaved measured rounds) and the summaries :func:`summarize_step_runs` /
+:func:`step_ratios` -- is shared with :func:`realjudge.bench_sweep.bench_sweep`, which measures
+how both steps grow with group size, prompt length and response length.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from realjudge.inference.judge import Judge, JudgeConfig
@@ -268,6 +273,362 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+METHODS = ("real", "grpo")
+
+
+def round_order(i: int) -> tuple[str, ...]:
+    """The methods in round ``i``: REAL GRPO, then GRPO REAL, ... Whatever the position in a
+    round costs (caches, the other tenants of a shared machine) falls on both methods alike."""
+    return METHODS if i % 2 == 0 else METHODS[::-1]
+
+
+@dataclass
+class StepSetup:
+    """What one shape of training step needs, for both methods: the configs (the harness's
+    shared settings with a few changed), their :class:`~realjudge.train.objectives.Context`
+    objects, the objectives, the encoder and the micro-batch size (prompts)."""
+
+    cfgs: dict[str, Any]
+    ctxs: dict[str, Any]
+    objectives: dict[str, Any]
+    encoder: Any
+    micro: int
+
+
+def _method_configs(shared: dict[str, Any], beta: float) -> dict[str, Any]:
+    from realjudge.train import build_config
+
+    return {
+        "real": build_config("real", overrides={**shared, "beta": beta}),
+        "grpo": build_config("grpo", overrides=shared),
+    }
+
+
+class TrainStepHarness:
+    """One model, optimiser and accelerator on which REAL and GRPO training steps are measured
+    through the trainer's own code (built by :func:`train_step_harness`).
+
+    The model is loaded and prepared as the trainer does it (``load_start``,
+    ``prepare_for_training``), the AdamW optimiser and constant scheduler are built as the
+    trainer builds them and everything goes through ``accelerator.prepare``. A step is
+    :func:`realjudge.train.trainer.run_updates` (forward via ``judge_forward``, loss, backward,
+    gradient clipping, AdamW step) of the method's objective on a list of
+    :class:`~realjudge.train.rl.PromptGroup`. :meth:`restore` puts back the starting weights
+    and the optimiser state kept by :meth:`keep_optimizer_state`, so that every measured step
+    starts from the same point; each step gets fresh copies of the groups (no REAL advantages
+    carried over from an earlier step), as every trainer step does.
+    """
+
+    def __init__(
+        self,
+        acc: Any,
+        shared: dict[str, Any],
+        beta: float,
+        data: str,
+        split: str | None,
+        prompts: int,
+    ) -> None:
+        import torch
+        from transformers import get_scheduler
+
+        from realjudge.data.loaders import load_records
+        from realjudge.scoring.vocab import ScoreVocab
+        from realjudge.train.examples import check_records
+        from realjudge.train.modeling import load_start, prepare_for_training
+
+        self.acc, self.shared, self.beta = acc, shared, beta
+        c = _method_configs(shared, beta)["real"]
+        self.seed = c.seed
+        torch.manual_seed(c.seed)
+        net, tokenizer = load_start(c)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        net = prepare_for_training(net, c)
+        records = load_records(data, split, limit=prompts, seed=c.seed).records[:prompts]
+        if len(records) < prompts:
+            raise ValueError(f"{data!r} holds {len(records)} records, {prompts} asked for")
+        self.records = records
+        self.scale = check_records(records, f"benchmark data {data}")
+        self.vocab = ScoreVocab.from_tokenizer(tokenizer, c.fmt, self.scale)
+        self.tokenizer = tokenizer
+        params = [p for p in net.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(  # as the trainer builds it
+            params,
+            lr=c.learning_rate,
+            betas=(c.adam_beta1, c.adam_beta2),
+            eps=c.adam_eps,
+            weight_decay=c.weight_decay,
+        )
+        scheduler = get_scheduler(
+            "constant_with_warmup", optimizer, num_warmup_steps=0, num_training_steps=10**6
+        )
+        self.net, self.optimizer, self.scheduler = acc.prepare(net, optimizer, scheduler)
+        self.device = acc.device
+        self.trainable = [p for p in self.net.parameters() if p.requires_grad]
+        self.weights0 = [p.detach().to("cpu", copy=True) for p in self.trainable]
+        self.inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        self.opt_state0: list[dict[str, Any]] = []
+        self.optimizer_kept = False
+
+    def setup(self, **changes: Any) -> StepSetup:
+        """Both methods' step pieces for the shared settings with ``changes`` (config keys:
+        ``num_generations``, ``max_new_tokens``, ``max_prompt_tokens``, ...)."""
+        from realjudge.train.examples import Encoder
+        from realjudge.train.objectives import Context
+        from realjudge.train.trainer import check_sizes, make_objective
+
+        cfgs = _method_configs({**self.shared, **changes}, self.beta)
+        c = cfgs["real"]
+        encoder = Encoder(self.tokenizer, self.vocab, c.fmt, c.max_prompt_tokens, c.max_new_tokens)
+        ctxs = {
+            m: Context(cfgs[m], self.acc, self.tokenizer, encoder, self.vocab, self.scale)
+            for m in METHODS
+        }
+        objectives = {m: make_objective(cfgs[m]) for m in METHODS}
+        return StepSetup(cfgs, ctxs, objectives, encoder, check_sizes(c, self.acc.num_processes))
+
+    def describe(self) -> dict[str, Any]:
+        """Where the steps run: device, dtype, mixed precision, memory measure, threads."""
+        import torch
+
+        return {
+            "device": str(self.device),
+            "dtype": str(next(self.net.parameters()).dtype),
+            "mixed_precision": str(self.acc.mixed_precision),
+            "memory_measure": _MemoryProbe(self.device).kind,
+            "torch_threads": torch.get_num_threads(),
+        }
+
+    def restore(self) -> None:
+        """The starting weights and the kept optimiser state, in place; no gradients."""
+        import torch
+
+        with torch.no_grad():
+            for p, w in zip(self.trainable, self.weights0, strict=True):
+                p.copy_(w)
+            for p, saved in zip(self.trainable, self.opt_state0, strict=False):
+                for k, v in saved.items():
+                    cur = self.inner.state[p].get(k)
+                    if isinstance(v, torch.Tensor) and isinstance(cur, torch.Tensor):
+                        cur.copy_(v)
+                    else:
+                        self.inner.state[p][k] = v
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def keep_optimizer_state(self) -> None:
+        """Keep the optimiser state that the warm-up allocated, with its moments zeroed: every
+        later step starts from it, with no momentum carried over from the other method, so a
+        step moves the weights only through its own gradient."""
+        import torch
+
+        self.opt_state0 = [
+            {
+                k: (
+                    (v.detach().to("cpu", copy=True) if k == "step" else torch.zeros_like(v))
+                    if isinstance(v, torch.Tensor)
+                    else v
+                )
+                for k, v in self.inner.state[p].items()
+            }
+            for p in self.trainable
+        ]
+        self.optimizer_kept = True
+
+    def weight_change(self) -> float:
+        """Largest absolute change of a trainable weight since the start."""
+        import torch
+
+        with torch.no_grad():
+            return max(
+                float((p.detach().cpu() - w).abs().max())
+                for p, w in zip(self.trainable, self.weights0, strict=True)
+            )
+
+    def update(self, m: str, setup: StepSetup, items: Sequence[Any]) -> dict[str, float]:
+        """One training step of method ``m`` on ``items`` (see :func:`fresh_groups`)."""
+        import torch
+
+        from realjudge.train.trainer import run_updates
+
+        torch.manual_seed(self.seed)
+        self.net.train()
+        return run_updates(
+            self.acc,
+            setup.ctxs[m],
+            self.net,
+            self.optimizer,
+            self.scheduler,
+            setup.objectives[m],
+            items,
+            setup.micro,
+        )
+
+    def warm_up(self, setup: StepSetup, groups: Sequence[Any], steps: int) -> None:
+        """``steps`` unmeasured steps per method (first-call allocations and kernel choices
+        stay out of the timings); the first warm-up keeps the optimiser state."""
+        for _ in range(steps):
+            for m in METHODS:
+                self.restore()
+                self.update(m, setup, fresh_groups(groups))
+        if not self.optimizer_kept:
+            self.keep_optimizer_state()
+
+    def measure(
+        self, m: str, setup: StepSetup, groups: Sequence[Any], probe: _MemoryProbe
+    ) -> dict[str, Any]:
+        """Time (wall and process CPU) and peak memory of one step of ``m`` from the current
+        weights, then the weight change, loss, gradient norm and zero-std group fraction."""
+        items = fresh_groups(groups)
+        probe.start()
+        t0, c0 = time.perf_counter(), time.process_time()
+        metrics = self.update(m, setup, items)
+        _sync(self.device)
+        run: dict[str, Any] = {
+            "update_s": time.perf_counter() - t0,
+            "update_cpu_s": time.process_time() - c0,
+        }
+        run["peak_bytes"], run["footprint_bytes"] = probe.stop()
+        run["weight_change"] = self.weight_change()
+        run["loss"] = metrics.get("loss")
+        run["grad_norm"] = metrics.get("grad_norm")
+        run["frac_groups_zero_std"] = metrics.get("frac_groups_zero_std")
+        return run
+
+    def measure_rounds(
+        self,
+        setup: StepSetup,
+        groups: Sequence[Any],
+        repeats: int,
+        probe: _MemoryProbe,
+        before_update: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """``repeats`` rounds of one step per method in :func:`round_order`, each from the
+        restored starting point; ``before_update(method, run)`` runs after the restore and may
+        add to the round's record. Restores once more at the end."""
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
+        for i in range(repeats):
+            for m in round_order(i):
+                run: dict[str, Any] = {}
+                self.restore()
+                if before_update is not None:
+                    before_update(m, run)
+                run.update(self.measure(m, setup, groups, probe))
+                runs[m].append(run)
+        self.restore()
+        return runs
+
+
+def fresh_groups(groups: Sequence[Any]) -> list[Any]:
+    """Copies of the prompt groups without stored REAL advantages (a trainer step's groups
+    come fresh from sampling; REAL computes their advantages in its first forward pass)."""
+    return [replace(g, advantages=None) for g in groups]
+
+
+@contextmanager
+def train_step_harness(
+    *,
+    model: str,
+    data: str,
+    split: str | None,
+    prompts: int,
+    group_size: int,
+    max_new_tokens: int,
+    max_prompt_tokens: int,
+    lora: bool,
+    device: str | None,
+    dtype: str | None,
+    fmt: str,
+    beta: float,
+    temperature: float,
+    top_p: float,
+    learning_rate: float,
+    seed: int,
+    threads: int | None,
+) -> Iterator[TrainStepHarness]:
+    """A :class:`TrainStepHarness` for one step of ``prompts`` prompts x ``group_size``
+    rollouts; torch runs on ``threads`` threads (default: unchanged) until the block ends, and
+    the accelerator is released then."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from realjudge.train.trainer import _release, make_accelerator
+
+    with tempfile.TemporaryDirectory(prefix="realjudge-bench-") as tmp:
+        shared: dict[str, Any] = dict(
+            model=model,
+            data=data,
+            data_split=split,
+            out=str(Path(tmp) / "run"),
+            device=device or "auto",
+            dtype=dtype or "float32",
+            report_to="none",
+            fmt=fmt,
+            lora=lora,
+            seed=seed,
+            batch_size=prompts,
+            max_steps=1,
+            max_new_tokens=max_new_tokens,
+            max_prompt_tokens=max_prompt_tokens,
+            learning_rate=learning_rate,
+            num_generations=group_size,
+            ppo_epochs=1,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        acc = make_accelerator(_method_configs(shared, beta)["real"])
+        threads_before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            yield TrainStepHarness(acc, shared, beta, data, split, prompts)
+        finally:
+            torch.set_num_threads(threads_before)
+            _release(acc)
+
+
+def summarize_step_runs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per method, medians over rounds (and the per-round lists) of a
+    :meth:`TrainStepHarness.measure_rounds` result."""
+    results: dict[str, dict[str, Any]] = {}
+    for m, rs in runs.items():
+        results[m] = {
+            "update_s": _median([r["update_s"] for r in rs]),
+            "update_s_all": [r["update_s"] for r in rs],
+            "update_cpu_s": _median([r["update_cpu_s"] for r in rs]),
+            "update_cpu_s_all": [r["update_cpu_s"] for r in rs],
+            "peak_mib": _median([_mib(r["peak_bytes"]) for r in rs]),
+            "footprint_mib": _median([_mib(r["footprint_bytes"]) for r in rs]),
+            "footprint_mib_all": [_mib(r["footprint_bytes"]) for r in rs],
+            "weight_change_min": min(r["weight_change"] for r in rs),
+            "loss": _median([r["loss"] for r in rs]),
+            "grad_norm": _median([r["grad_norm"] for r in rs]),
+            "frac_groups_zero_std": _median([r["frac_groups_zero_std"] for r in rs]),
+        }
+    return results
+
+
+def paired_ratio(
+    runs: dict[str, list[dict[str, Any]]], value: Callable[[dict[str, Any]], float | None]
+) -> float | None:
+    """Median over rounds of REAL/GRPO within the round: the two steps of a round ran back to
+    back, so a slow drift of the machine's load cancels out."""
+    pairs = zip(runs["real"], runs["grpo"], strict=True)
+    return _median([_ratio(value(a), value(b)) for a, b in pairs])
+
+
+def step_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float | None]:
+    """The paired REAL/GRPO ratios of update time (wall and CPU), step memory footprint and
+    absolute peak memory."""
+    return {
+        "time": paired_ratio(runs, lambda r: r["update_s"]),
+        "cpu_time": paired_ratio(runs, lambda r: r["update_cpu_s"]),
+        "memory": paired_ratio(runs, lambda r: r["footprint_bytes"]),
+        "absolute_peak_memory": paired_ratio(runs, lambda r: r["peak_bytes"]),
+    }
+
+
 def bench_train_step(
     model: str = "embedded",
     data: str = "embedded",
@@ -295,8 +656,8 @@ def bench_train_step(
 ) -> dict[str, Any]:
     """One REAL and one GRPO training step on the same model, prompts and rollouts.
 
-    Both methods go through the trainer's own code: configs from
-    :func:`realjudge.train.build_config`, rollouts from
+    Both methods go through the trainer's own code (see :class:`TrainStepHarness`): configs
+    from :func:`realjudge.train.build_config`, rollouts from
     :func:`realjudge.train.rl.sample_groups`, the objectives
     :class:`~realjudge.train.rl.REALObjective` / :class:`~realjudge.train.rl.GRPOObjective`
     and :func:`realjudge.train.trainer.run_updates` (forward via ``judge_forward``, loss,
@@ -317,229 +678,74 @@ def bench_train_step(
     ``ratios["full_step_time"]`` and ``ratios["memory"]`` (step footprints); prints a table when
     ``show``. ``threads``: torch threads for the run (default: unchanged).
     """
-    import json
-    import tempfile
-    from pathlib import Path
-
-    import torch
-    from transformers import get_scheduler
-
-    from realjudge.data.loaders import load_records
-    from realjudge.scoring.vocab import ScoreVocab
-    from realjudge.train import build_config
-    from realjudge.train.examples import Encoder, check_records
-    from realjudge.train.modeling import load_start, prepare_for_training
-    from realjudge.train.objectives import Context
     from realjudge.train.rl import sample_groups
-    from realjudge.train.trainer import (
-        _release,
-        check_sizes,
-        make_accelerator,
-        make_objective,
-        run_updates,
-    )
 
     if min(prompts, group_size, max_new_tokens, repeats) < 1 or warmup < 0:
         raise ValueError("prompts, group_size, max_new_tokens and repeats must be >= 1")
-    methods = ("real", "grpo")
-    with tempfile.TemporaryDirectory(prefix="realjudge-bench-") as tmp:
-        shared: dict[str, Any] = dict(
-            model=model,
-            data=data,
-            data_split=split,
-            out=str(Path(tmp) / "run"),
-            device=device or "auto",
-            dtype=dtype or "float32",
-            report_to="none",
-            fmt=fmt,
-            lora=lora,
-            seed=seed,
-            batch_size=prompts,
-            max_steps=1,
-            max_new_tokens=max_new_tokens,
-            max_prompt_tokens=max_prompt_tokens,
-            learning_rate=learning_rate,
-            num_generations=group_size,
-            ppo_epochs=1,
+    with train_step_harness(
+        model=model,
+        data=data,
+        split=split,
+        prompts=prompts,
+        group_size=group_size,
+        max_new_tokens=max_new_tokens,
+        max_prompt_tokens=max_prompt_tokens,
+        lora=lora,
+        device=device,
+        dtype=dtype,
+        fmt=fmt,
+        beta=beta,
+        temperature=temperature,
+        top_p=top_p,
+        learning_rate=learning_rate,
+        seed=seed,
+        threads=threads,
+    ) as h:
+        setup = h.setup()
+        # ---- the shared rollouts: sampled once, seeded, with the starting weights ----
+        h.net.train()
+        groups, rollout_stats = sample_groups(
+            setup.ctxs["real"],
+            h.net,
+            h.records,
+            0,
+            group_size=group_size,
             temperature=temperature,
             top_p=top_p,
         )
-        cfgs = {
-            "real": build_config("real", overrides={**shared, "beta": beta}),
-            "grpo": build_config("grpo", overrides=shared),
-        }
-        acc = make_accelerator(cfgs["real"])
-        threads_before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            torch.manual_seed(seed)
-            net, tokenizer = load_start(cfgs["real"])
-            if tokenizer.pad_token_id is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            net = prepare_for_training(net, cfgs["real"])
-            records = load_records(data, split, limit=prompts, seed=seed).records[:prompts]
-            if len(records) < prompts:
-                raise ValueError(f"{data!r} holds {len(records)} records, {prompts} asked for")
-            scale = check_records(records, f"benchmark data {data}")
-            vocab = ScoreVocab.from_tokenizer(tokenizer, fmt, scale)
-            encoder = Encoder(tokenizer, vocab, fmt, max_prompt_tokens, max_new_tokens)
-            c = cfgs["real"]
-            params = [p for p in net.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(  # as the trainer builds it
-                params,
-                lr=c.learning_rate,
-                betas=(c.adam_beta1, c.adam_beta2),
-                eps=c.adam_eps,
-                weight_decay=c.weight_decay,
-            )
-            scheduler = get_scheduler(
-                "constant_with_warmup", optimizer, num_warmup_steps=0, num_training_steps=10**6
-            )
-            net, optimizer, scheduler = acc.prepare(net, optimizer, scheduler)
-            dev = acc.device
-            ctxs = {m: Context(cfgs[m], acc, tokenizer, encoder, vocab, scale) for m in methods}
-            objectives = {m: make_objective(cfgs[m]) for m in methods}
-            micro = check_sizes(cfgs["real"], acc.num_processes)
-            indexed = list(enumerate(records))
+        flat = [r.response_ids for g in groups for r in g.rollouts]
+        h.warm_up(setup, groups, warmup)
+        indexed = list(enumerate(h.records))
+        same_rollouts = [True]
 
-            trainable = [p for p in net.parameters() if p.requires_grad]
-            weights0 = [p.detach().to("cpu", copy=True) for p in trainable]
-            inner = getattr(optimizer, "optimizer", optimizer)
-            opt_state0: list[dict[str, Any]] = []
+        def time_generation(m: str, run: dict[str, Any]) -> None:
+            h.net.train()
+            _sync(h.device)
+            t0 = time.perf_counter()
+            items, _ = setup.objectives[m].prepare(setup.ctxs[m], h.net, indexed, 0)
+            _sync(h.device)
+            run["generation_s"] = time.perf_counter() - t0
+            same_rollouts[0] &= [r.response_ids for g in items for r in g.rollouts] == flat
 
-            def restore() -> None:
-                with torch.no_grad():
-                    for p, w in zip(trainable, weights0, strict=True):
-                        p.copy_(w)
-                    for p, saved in zip(trainable, opt_state0, strict=False):
-                        for k, v in saved.items():
-                            cur = inner.state[p].get(k)
-                            if isinstance(v, torch.Tensor) and isinstance(cur, torch.Tensor):
-                                cur.copy_(v)
-                            else:
-                                inner.state[p][k] = v
-                optimizer.zero_grad(set_to_none=True)
+        probe = _MemoryProbe(h.device)
+        runs = h.measure_rounds(
+            setup, groups, repeats, probe, time_generation if generation else None
+        )
+        where = h.describe()
 
-            def weight_change() -> float:
-                with torch.no_grad():
-                    return max(
-                        float((p.detach().cpu() - w).abs().max())
-                        for p, w in zip(trainable, weights0, strict=True)
-                    )
-
-            # ---- the shared rollouts: sampled once, seeded, with the starting weights ----
-            net.train()
-            groups, rollout_stats = sample_groups(
-                ctxs["real"],
-                net,
-                records,
-                0,
-                group_size=group_size,
-                temperature=temperature,
-                top_p=top_p,
-            )
-            flat = [r.response_ids for g in groups for r in g.rollouts]
-
-            def update(m: str) -> dict[str, float]:
-                torch.manual_seed(seed)
-                net.train()
-                return run_updates(
-                    acc, ctxs[m], net, optimizer, scheduler, objectives[m], groups, micro
-                )
-
-            for _ in range(warmup):
-                for m in methods:
-                    restore()
-                    update(m)
-            # Every measured step starts from the optimiser state the warm-up allocated, with
-            # its moments zeroed: no momentum carried over from the other method, so a step
-            # moves the weights only through its own gradient.
-            opt_state0 = [
-                {
-                    k: (
-                        (v.detach().to("cpu", copy=True) if k == "step" else torch.zeros_like(v))
-                        if isinstance(v, torch.Tensor)
-                        else v
-                    )
-                    for k, v in inner.state[p].items()
-                }
-                for p in trainable
-            ]
-
-            probe = _MemoryProbe(dev)
-            runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-            same_rollouts = True
-            for i in range(repeats):
-                # REAL, GRPO, then GRPO, REAL, ...: whatever the position in a round costs
-                # (caches, the other tenants of a shared machine) falls on both methods alike
-                for m in methods if i % 2 == 0 else methods[::-1]:
-                    run: dict[str, Any] = {}
-                    restore()
-                    if generation:
-                        net.train()
-                        _sync(dev)
-                        t0 = time.perf_counter()
-                        items, _ = objectives[m].prepare(ctxs[m], net, indexed, 0)
-                        _sync(dev)
-                        run["generation_s"] = time.perf_counter() - t0
-                        same_rollouts &= [r.response_ids for g in items for r in g.rollouts] == flat
-                        del items
-                    probe.start()
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    metrics = update(m)
-                    _sync(dev)
-                    run["update_s"] = time.perf_counter() - t0
-                    run["update_cpu_s"] = time.process_time() - c0
-                    run["peak_bytes"], run["footprint_bytes"] = probe.stop()
-                    run["weight_change"] = weight_change()
-                    run["loss"] = metrics.get("loss")
-                    run["grad_norm"] = metrics.get("grad_norm")
-                    run["frac_groups_zero_std"] = metrics.get("frac_groups_zero_std")
-                    runs[m].append(run)
-            restore()
-            dtype_name = str(next(net.parameters()).dtype)
-            mixed = str(acc.mixed_precision)
-            n_threads = torch.get_num_threads()
-        finally:
-            torch.set_num_threads(threads_before)
-            _release(acc)
-
-    results: dict[str, dict[str, Any]] = {}
-    for m in methods:
+    results = summarize_step_runs(runs)
+    for m in METHODS:
         rs = runs[m]
-        full = [r["generation_s"] + r["update_s"] for r in rs] if generation else []
-        results[m] = {
-            "update_s": _median([r["update_s"] for r in rs]),
-            "update_s_all": [r["update_s"] for r in rs],
-            "update_cpu_s": _median([r["update_cpu_s"] for r in rs]),
-            "update_cpu_s_all": [r["update_cpu_s"] for r in rs],
-            "generation_s": _median([r.get("generation_s") for r in rs]),
-            "full_step_s": _median(full),
-            "peak_mib": _median([_mib(r["peak_bytes"]) for r in rs]),
-            "footprint_mib": _median([_mib(r["footprint_bytes"]) for r in rs]),
-            "footprint_mib_all": [_mib(r["footprint_bytes"]) for r in rs],
-            "weight_change_min": min(r["weight_change"] for r in rs),
-            "loss": _median([r["loss"] for r in rs]),
-            "grad_norm": _median([r["grad_norm"] for r in rs]),
-            "frac_groups_zero_std": _median([r["frac_groups_zero_std"] for r in rs]),
-        }
+        results[m]["generation_s"] = _median([r.get("generation_s") for r in rs])
+        results[m]["full_step_s"] = (
+            _median([r["generation_s"] + r["update_s"] for r in rs]) if generation else None
+        )
     real, grpo = results["real"], results["grpo"]
-
-    def paired(value: Callable[[dict[str, Any]], float | None]) -> float | None:
-        """Median over rounds of REAL/GRPO within the round: the two steps of a round ran
-        back to back, so a slow drift of the machine's load cancels out."""
-        pairs = zip(runs["real"], runs["grpo"], strict=True)
-        return _median([_ratio(value(a), value(b)) for a, b in pairs])
-
     ratios = {
-        "time": paired(lambda r: r["update_s"]),
-        "cpu_time": paired(lambda r: r["update_cpu_s"]),
+        **step_ratios(runs),
         "full_step_time": (
-            paired(lambda r: r["generation_s"] + r["update_s"]) if generation else None
+            paired_ratio(runs, lambda r: r["generation_s"] + r["update_s"]) if generation else None
         ),
-        "memory": paired(lambda r: r["footprint_bytes"]),
-        "absolute_peak_memory": paired(lambda r: r["peak_bytes"]),
         "time_of_medians": _ratio(real["update_s"], grpo["update_s"]),
         "memory_of_medians": _ratio(real["footprint_mib"], grpo["footprint_mib"]),
     }
@@ -556,26 +762,30 @@ def bench_train_step(
             "warmup": warmup,
             "lora": lora,
             "beta": beta,
-            "device": str(dev),
-            "dtype": dtype_name,
-            "mixed_precision": mixed,
-            "memory_measure": probe.kind,
-            "torch_threads": n_threads,
+            **where,
         },
         "rollouts": {
             **rollout_stats,
             "mean_response_tokens": sum(len(r) for r in flat) / max(1, n_rows),
-            "identical_when_resampled": same_rollouts if generation else None,
+            "identical_when_resampled": same_rollouts[0] if generation else None,
         },
         "results": results,
         "ratios": ratios,
     }
     if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(out, indent=2))
+        write_json(out, json_out)
     if show:
         print_train_step_bench(out)
     return out
+
+
+def write_json(obj: Any, path: str) -> None:
+    """``obj`` as indented JSON at ``path`` (parent folders made)."""
+    import json
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2))
 
 
 def _mib(n: int | None) -> float | None:

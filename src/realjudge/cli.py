@@ -1,4 +1,4 @@
-"""Command line: ``realjudge eval | score | bench inference | bench train-step``.
+"""Command line: ``realjudge eval | score | bench inference | bench train-step | bench sweep``.
 
 Each subcommand turns its arguments into a config object and calls one library function;
 nothing here computes anything. To add a subcommand, write ``_add_<name>(sub)`` that calls
@@ -268,17 +268,9 @@ def _add_bench(sub: Any) -> None:
         help="one REAL and one GRPO update on the same model, prompts and rollouts: "
         "time and peak-memory ratios",
     )
-    _add_model_args(ts)
-    ts.add_argument("--data", default="embedded", help="data spec (default: embedded)")
-    ts.add_argument("--split", default="train", help="split of --data (default: train)")
-    ts.add_argument("--prompts", type=int, default=2, help="prompts per step (default 2)")
+    _add_step_bench_args(ts, repeats=3)
     ts.add_argument("--group-size", type=int, default=4, help="rollouts per prompt (default 4)")
     ts.add_argument("--max-new-tokens", type=int, default=48, help="rollout length limit (48)")
-    ts.add_argument("--repeats", type=int, default=3, help="measured rounds (default 3)")
-    ts.add_argument("--warmup", type=int, default=1, help="unmeasured steps per method (1)")
-    ts.add_argument("--lora", action="store_true", help="train LoRA adapters, not all weights")
-    ts.add_argument("--beta", type=float, default=0.01, help="REAL refinement weight (0.01)")
-    ts.add_argument("--format", dest="fmt", choices=["result", "overall"], default="result")
     ts.add_argument("--max-prompt-tokens", type=int, default=512)
     ts.add_argument(
         "--no-generation",
@@ -286,9 +278,81 @@ def _add_bench(sub: Any) -> None:
         action="store_false",
         help="do not time rollout generation (no full-step ratio)",
     )
-    ts.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ts.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON")
     ts.set_defaults(handler=_run_bench_train_step)
+    _add_bench_sweep(bench_sub)
+
+
+def _add_step_bench_args(p: argparse.ArgumentParser, repeats: int) -> None:
+    """The arguments that ``bench train-step`` and ``bench sweep`` share (read back by
+    :func:`_step_bench_kwargs`)."""
+    _add_model_args(p)
+    p.add_argument("--data", default="embedded", help="data spec (default: embedded)")
+    p.add_argument("--split", default="train", help="split of --data (default: train)")
+    p.add_argument("--prompts", type=int, default=2, help="prompts per step (default 2)")
+    p.add_argument(
+        "--repeats", type=int, default=repeats, help=f"measured rounds (default {repeats})"
+    )
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps per method (1)")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters, not all weights")
+    p.add_argument("--beta", type=float, default=0.01, help="REAL refinement weight (0.01)")
+    p.add_argument("--format", dest="fmt", choices=["result", "overall"], default="result")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON")
+
+
+def _step_bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`_add_step_bench_args`'s arguments, as
+    :func:`realjudge.bench.bench_train_step` and :func:`realjudge.bench_sweep.bench_sweep`
+    take them."""
+    return dict(
+        model=args.model,
+        data=args.data,
+        split=args.split,
+        prompts=args.prompts,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        lora=args.lora,
+        beta=args.beta,
+        fmt=args.fmt,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        threads=args.threads,
+        json_out=args.json_out,
+        show=True,
+    )
+
+
+def _add_bench_sweep(bench_sub: Any) -> None:
+    sw = bench_sub.add_parser(
+        "sweep",
+        help="REAL and GRPO step time and peak memory as group size, prompt length and "
+        "response length vary, one at a time",
+        description="Measure one REAL and one GRPO training step (the trainer's update: "
+        "forward, loss, backward, AdamW step) at each value of each factor, the other two at "
+        "their base values. Prompts are padded/cut to exactly the given token counts; "
+        "rollouts are synthetic, of exactly the given length, so generation is not timed (it "
+        "costs both methods the same; 'bench train-step' times it).",
+    )
+    _add_step_bench_args(sw, repeats=2)
+    for flag, default, what in (
+        ("--group-sizes", [2, 4, 8], "group sizes (rollouts per prompt) to sweep"),
+        ("--prompt-tokens", [128, 256, 512], "prompt lengths to sweep, in tokens"),
+        ("--response-tokens", [32, 64, 128], "response lengths to sweep, in tokens before the cue"),
+    ):
+        sw.add_argument(
+            flag,
+            type=int,
+            nargs="*",
+            default=default,
+            metavar="N",
+            help=f"{what} (default: {' '.join(map(str, default))}; no values: skip it)",
+        )
+    sw.add_argument("--base-group-size", type=int, default=4, help="G elsewhere (4)")
+    sw.add_argument("--base-prompt-tokens", type=int, default=256, help="P elsewhere (256)")
+    sw.add_argument("--base-response-tokens", type=int, default=64, help="L elsewhere (64)")
+    sw.add_argument("--plot", dest="plot_out", default=None, metavar="OUT.png", help="write a plot")
+    sw.set_defaults(handler=_run_bench_sweep)
 
 
 def _run_bench_inference(args: argparse.Namespace) -> int:
@@ -315,25 +379,27 @@ def _run_bench_train_step(args: argparse.Namespace) -> int:
     from realjudge.bench import bench_train_step
 
     bench_train_step(
-        model=args.model,
-        data=args.data,
-        prompts=args.prompts,
         group_size=args.group_size,
         max_new_tokens=args.max_new_tokens,
-        repeats=args.repeats,
-        lora=args.lora,
-        device=args.device,
-        dtype=args.dtype,
-        split=args.split,
-        fmt=args.fmt,
         max_prompt_tokens=args.max_prompt_tokens,
-        beta=args.beta,
-        seed=args.seed,
-        warmup=args.warmup,
         generation=args.generation,
-        threads=args.threads,
-        json_out=args.json_out,
-        show=True,
+        **_step_bench_kwargs(args),
+    )
+    return 0
+
+
+def _run_bench_sweep(args: argparse.Namespace) -> int:
+    from realjudge.bench_sweep import bench_sweep
+
+    bench_sweep(
+        group_sizes=args.group_sizes,
+        prompt_tokens=args.prompt_tokens,
+        response_tokens=args.response_tokens,
+        base_group_size=args.base_group_size,
+        base_prompt_tokens=args.base_prompt_tokens,
+        base_response_tokens=args.base_response_tokens,
+        plot_out=args.plot_out,
+        **_step_bench_kwargs(args),
     )
     return 0
 
