@@ -102,6 +102,26 @@ def test_lora_trains_adapters_and_exports_a_merged_model(tmp_path, tokenizer):
     assert meta["method"] == "sft" and meta["config"]["lora"] is True
 
 
+def test_freeze_layers_trains_only_the_upper_layers(tmp_path, tokenizer):
+    res = train(quick_config("tract", tmp_path, freeze_layers=1, max_steps=2, learning_rate=1e-2))
+    state = load_model(str(res.out), device="cpu").model.state_dict()
+    base = build_tiny_model(tokenizer, seed=0).state_dict()
+    frozen = [k for k in state if k.startswith(("model.embed_tokens.", "model.layers.0."))]
+    trained = [k for k in state if k.startswith("model.layers.1.") and k.endswith("proj.weight")]
+    assert frozen and trained
+    assert all(torch.equal(state[k], base[k]) for k in frozen)
+    assert all(not torch.equal(state[k], base[k]) for k in trained)
+
+
+def test_freeze_layers_is_checked(tmp_path):
+    from realjudge.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="alternatives"):
+        quick_config("sft", tmp_path, freeze_layers=1, lora=True)
+    with pytest.raises(ValueError, match="has 2 layers"):
+        train(quick_config("sft", tmp_path, freeze_layers=3))
+
+
 def test_warm_start_from_another_methods_output(tmp_path):
     sft = train(quick_config("sft", tmp_path, max_steps=2, learning_rate=1e-2))
     warm = train(quick_config("raft", tmp_path, name="warm", init_from=str(sft.out), max_steps=1))

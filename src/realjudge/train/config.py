@@ -78,6 +78,10 @@ class TrainConfig:
         lora: train LoRA adapters (``peft``) instead of all weights; merged on export.
         lora_r, lora_alpha, lora_dropout: LoRA rank, scaling and dropout.
         lora_target_modules: module names to adapt (``["all-linear"]`` for every linear).
+        freeze_layers: partial fine-tuning without LoRA: freeze the input embeddings and the
+            first N decoder layers (0: train everything). Backward then stops at layer N,
+            which is what makes CPU runs of the embedded model affordable. With tied
+            embeddings (SmolLM2, Qwen3 small models) the LM head is frozen with them.
         learning_rate: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         adam_beta1, adam_beta2, adam_eps: AdamW settings.
@@ -129,6 +133,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    freeze_layers: int = 0
     learning_rate: float = 1e-5
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
@@ -182,13 +187,15 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("save_steps", "eval_steps", "warmup_steps", "eval_limit"):
+        for name in ("save_steps", "eval_steps", "warmup_steps", "eval_limit", "freeze_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora and self.freeze_layers:
+            raise ConfigError("freeze_layers and lora are alternatives: set one of them")
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         if getattr(self, name) not in choices:

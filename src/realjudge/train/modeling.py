@@ -137,8 +137,34 @@ def apply_lora(model: Any, cfg: Any) -> Any:
     return get_peft_model(model, lcfg)
 
 
+def decoder_layers(model: Any) -> Any:
+    """The list of transformer blocks of a causal LM (``model.model.layers`` for Llama-style
+    models, found through ``get_decoder()``)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
+    return layers
+
+
+def freeze_lower_layers(model: Any, n: int) -> int:
+    """Freeze the input embeddings and the first ``n`` decoder layers; return the number of
+    parameters left trainable. With tied input/output embeddings the LM head is frozen too."""
+    layers = decoder_layers(model)
+    if n > len(layers):
+        raise ValueError(f"freeze_layers={n} but the model has {len(layers)} layers")
+    model.get_input_embeddings().requires_grad_(False)
+    for layer in layers[:n]:
+        layer.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def prepare_for_training(model: Any, cfg: Any) -> Any:
-    """LoRA (if asked), gradient checkpointing, train mode."""
+    """Partial freezing or LoRA (if asked), gradient checkpointing, train mode."""
+    if cfg.freeze_layers:
+        if cfg.lora:
+            raise ValueError("freeze_layers and lora are alternatives: set one of them")
+        freeze_lower_layers(model, cfg.freeze_layers)
     if cfg.gradient_checkpointing:
         # (the training forward passes use_cache=False itself; generation keeps its KV cache)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
