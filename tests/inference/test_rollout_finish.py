@@ -21,7 +21,9 @@ def test_cut_after_cue_and_read_the_sampled_score(tokenizer):
     r = finish_rollout(gen, tokenizer, v, stop_token_ids(tokenizer))
     assert r.status == OK and r.sampled_score == 3
     assert r.feedback == "Feedback: two items are missing. [RESULT] "
-    assert r.n_sampled == len(r.response_ids) == len(gen) - len(_enc(tokenizer, "3 trailing junk")) - 1
+    assert (
+        r.n_sampled == len(r.response_ids) == len(gen) - len(_enc(tokenizer, "3 trailing junk")) - 1
+    )
 
 
 def test_generation_stopped_right_at_the_cue(tokenizer):
@@ -55,3 +57,30 @@ def test_empty_generation(tokenizer):
     v = ScoreVocab.from_tokenizer(tokenizer)
     r = finish_rollout([tokenizer.eos_token_id], tokenizer, v, stop_token_ids(tokenizer))
     assert r.status == FORCED_CUE and r.n_sampled == 0 and r.feedback == " [RESULT] "
+
+
+def test_generation_stops_once_a_stop_string_is_written(tokenizer, tiny_model):
+    import torch
+
+    from realjudge.inference.rollout import sample
+
+    prompts = [_enc(tokenizer, "Rate this answer:"), _enc(tokenizer, "Another one, longer:")]
+
+    def run(**kw):
+        torch.manual_seed(0)  # the stop criterion draws no random numbers: same samples
+        return sample(tiny_model, tokenizer, prompts, max_new_tokens=12, **kw)
+
+    free = run()
+    assert all(len(row) == 12 for row in free)
+    assert len(set(free[0][:4])) > 1, "need distinct tokens to make a stop string"
+    # stop row 0 on the text of its first four tokens: it ends there (then padding), while
+    # row 1 goes on
+    cut = run(stop_strings=[tokenizer.decode(free[0][:4])])
+    assert cut[0][:4] == free[0][:4]
+    assert set(cut[0][4:]) == {tokenizer.pad_token_id}
+    assert cut[1] == free[1]
+
+
+def test_vocab_stop_strings_are_cue_plus_score(tokenizer):
+    vocab = ScoreVocab.from_tokenizer(tokenizer, "result", (1, 5))
+    assert vocab.stop_strings == tuple(f"{vocab.cue_text}{k}" for k in range(1, 6))

@@ -425,6 +425,7 @@ class TransformersBackend:
             temperature=cfg.effective_temperature or 1.0,
             top_p=cfg.top_p,
             greedy=cfg.greedy,
+            stop_strings=sorted({t for it in items for t in it.vocab.stop_strings}),
         )
         prompts, responses, vocabs, partial = [], [], [], []
         for j, gen in enumerate(generated):

@@ -85,9 +85,15 @@ def sample(
     temperature: float = 1.0,
     top_p: float = 1.0,
     greedy: bool = False,
+    stop_strings: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """Batched generation with the KV cache; returns ``len(prompt_ids) * num_samples``
-    continuations, the samples of one prompt next to each other."""
+    continuations, the samples of one prompt next to each other.
+
+    ``stop_strings`` (usually :attr:`ScoreVocab.stop_strings`, cue + score): a row stops as
+    soon as its text ends with one of them -- nothing after the score is read, and a judge that
+    was never trained to end its turn would otherwise write on to ``max_new_tokens``. Rows
+    that stop early are padded with the pad token."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
     P = max(len(p) for p in prompt_ids)
@@ -105,6 +111,8 @@ def sample(
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:
         kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    if stop_strings:
+        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
     was_training = model.training
     model.eval()
     out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), **kwargs)

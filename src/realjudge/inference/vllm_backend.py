@@ -135,7 +135,7 @@ class VLLMBackend:
             temperature=0.0 if greedy else cfg.effective_temperature,
             top_p=1.0 if greedy else cfg.top_p,
             max_tokens=cfg.max_new_tokens,
-            stop=[vocab.cue_text + text for text in vocab.score_texts],
+            stop=list(vocab.stop_strings),
             include_stop_str_in_output=True,
             stop_token_ids=sorted(self.stop_ids),
         )

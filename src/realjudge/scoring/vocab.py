@@ -75,6 +75,12 @@ class ScoreVocab:
     def size(self) -> int:
         return len(self.scores)
 
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Cue + score texts (``"[RESULT] 4"``): generation can stop once one is written, as
+        nothing after the score is read."""
+        return tuple(self.cue_text + t for t in self.score_texts)
+
     def forced_cue_text(self) -> str:
         """Text appended to a feedback that never wrote the cue."""
         return " " + self.cue_text

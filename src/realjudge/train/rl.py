@@ -117,6 +117,8 @@ def sample_groups(
     stops = stop_token_ids(ctx.tokenizer, acc.unwrap_model(model))
     groups: list[PromptGroup] = []
     per_call = getattr(cfg, "generation_batch_size", None) or max(1, len(records))
+    t0 = time.perf_counter()
+    generated = 0
     with generation_model(acc, model) as gen:
         for b, part in enumerate(chunks(list(records), per_call)):
             torch.manual_seed(derive_seed("rollout", cfg.seed, step, acc.process_index, b))

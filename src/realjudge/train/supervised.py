@@ -120,6 +120,7 @@ class TRACTObjective:
                     temperature=cfg.regen_temperature,
                     top_p=cfg.regen_top_p,
                     greedy=cfg.regen_greedy,
+                    stop_strings=ctx.vocab.stop_strings,
                 )
                 for i, out in zip(part, outs, strict=True):
                     ro = finish_rollout(out, ctx.tokenizer, ctx.vocab, stops)
