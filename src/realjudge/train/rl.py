@@ -23,6 +23,7 @@ advantage functions expect; micro-batches hold whole groups.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -132,7 +133,9 @@ def sample_groups(
                 temperature=temperature,
                 top_p=top_p,
                 greedy=greedy,
+                stop_strings=ctx.vocab.stop_strings,
             )
+            generated += sum(_generated_length(o, stops | {ctx.pad_id}) for o in outs)
             for j, rec in enumerate(part):
                 rolls = [
                     finish_rollout(o, ctx.tokenizer, ctx.vocab, stops)
@@ -148,8 +151,19 @@ def sample_groups(
         "rollout/retokenized_cue_rate": sum(r.status == RETOKENIZED_CUE for r in flat) / n,
         "rollout/score_written_rate": sum(r.sampled_score is not None for r in flat) / n,
         "rollout/forced_cue_count": float(sum(r.status != OK for r in flat)),
+        "rollout/tokens": float(generated),
+        "time/rollout_s": time.perf_counter() - t0,
     }
     return groups, stats
+
+
+def _generated_length(ids: Sequence[int], stops: set[int]) -> int:
+    """Tokens the model generated in one continuation: up to and including its first end
+    token (``stops``: end and pad tokens; rows that stopped early are padded)."""
+    for j, t in enumerate(ids):
+        if t in stops:
+            return j + 1
+    return len(ids)
 
 
 class _RLObjective:

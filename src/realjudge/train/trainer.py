@@ -262,8 +262,13 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
         items, prep_metrics = objective.prepare(
             ctx, model, [(i, train_records[i]) for i in indices], step
         )
+        t1 = time.perf_counter()
         metrics = run_updates(acc, ctx, model, optimizer, scheduler, objective, items, micro)
+        t2 = time.perf_counter()
         metrics.update(prep_metrics)
+        metrics["train/tokens"] = float(objective.passes * sum(item_tokens(x) for x in items))
+        metrics["time/prepare_s"] = t1 - t0
+        metrics["time/update_s"] = t2 - t1
         metrics = mean_over_processes(metrics)
         metrics["lr"] = float(scheduler.get_last_lr()[0])
         metrics["time/step_s"] = time.perf_counter() - t0
@@ -376,6 +381,16 @@ def run_updates(
     if objective.passes > 1 and last_losses:
         metrics["loss/last_pass"] = sum(last_losses) / len(last_losses)
     return metrics
+
+
+def item_tokens(item: Any) -> int:
+    """Tokens one training item puts through the forward pass: prompt + target for a
+    supervised :class:`~realjudge.train.examples.Example`, the prompt once per rollout plus
+    the rollouts for an RL group."""
+    rollouts = getattr(item, "rollouts", None)
+    if rollouts is not None:
+        return sum(len(item.prompt_ids) + len(r.response_ids) for r in rollouts)
+    return len(item.prompt_ids) + len(item.response_ids)
 
 
 def all_finite(acc: Any, loss: torch.Tensor) -> bool:
