@@ -55,3 +55,13 @@ def vicuna_path() -> Path:
     if not VICUNA.is_file():
         pytest.skip(f"{VICUNA} is absent")
     return VICUNA
+
+
+@pytest.fixture()
+def one_thread():
+    """Torch on one thread for the test: tiny-model ops gain nothing from more, and on a shared
+    2-core machine spinning OpenMP threads make every small op wait for a time slice."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

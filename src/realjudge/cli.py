@@ -262,6 +262,7 @@ def _add_bench(sub: Any) -> None:
     inf.add_argument("--max-new-tokens", type=int, default=64, help="CoT length limit (64)")
     inf.add_argument("--format", dest="fmt", choices=["result", "overall"], default="result")
     inf.add_argument("--max-prompt-tokens", type=int, default=2048)
+    inf.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON")
     inf.set_defaults(handler=_run_bench_inference)
     ts = bench_sub.add_parser(
         "train-step",
@@ -355,10 +356,27 @@ def _add_bench_sweep(bench_sub: Any) -> None:
     sw.set_defaults(handler=_run_bench_sweep)
 
 
-def _run_bench_inference(args: argparse.Namespace) -> int:
-    from realjudge.bench import bench_inference
+def _stamp_bench_json(args: argparse.Namespace, kind: str) -> None:
+    """Record the command line and the bench kind in the ``--json`` file, so that
+    ``realjudge report`` can name the command beside its numbers."""
+    if not args.json_out:
+        return
+    import json
+    import shlex
+    from pathlib import Path
 
-    bench_inference(
+    path = Path(args.json_out)
+    data = json.loads(path.read_text())
+    data.update(kind=kind, command="realjudge " + shlex.join(args.argv))
+    if getattr(args, "plot_out", None):
+        data["plot"] = args.plot_out
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _run_bench_inference(args: argparse.Namespace) -> int:
+    from realjudge.bench import bench_inference, write_json
+
+    result = bench_inference(
         model=args.model,
         data=args.data,
         n=args.n,
@@ -372,6 +390,9 @@ def _run_bench_inference(args: argparse.Namespace) -> int:
         seed=args.seed,
         show=True,
     )
+    if args.json_out:
+        write_json(result, args.json_out)
+    _stamp_bench_json(args, "inference")
     return 0
 
 
@@ -385,6 +406,7 @@ def _run_bench_train_step(args: argparse.Namespace) -> int:
         generation=args.generation,
         **_step_bench_kwargs(args),
     )
+    _stamp_bench_json(args, "train-step")
     return 0
 
 
@@ -401,6 +423,7 @@ def _run_bench_sweep(args: argparse.Namespace) -> int:
         plot_out=args.plot_out,
         **_step_bench_kwargs(args),
     )
+    _stamp_bench_json(args, "sweep")
     return 0
 
 
@@ -475,6 +498,134 @@ def _run_quickstart(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# reproduce
+
+
+def _add_reproduce(sub: Any) -> None:
+    from realjudge.reproduce.presets import PRESETS
+
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's comparison at small scale: every method, seeds, results and plots",
+        description="Train the base model with SFT, RAFT, TRACT (stages 1 and 2), "
+        "binary-reward GRPO and REAL (both warm-started from TRACT), over seeds; evaluate "
+        "each in and out of domain (RAIL and decoded score); write OUT/results.json, "
+        "OUT/results.md (mean and 95%% interval over seeds, the paper's claims checked) and "
+        "plots. Finished runs in OUT are reused, so an interrupted run continues.",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-embedded")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (preset's default)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output dir (default runs/reproduce-PRESET)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="run only these rows (plus the rows they warm-start from)",
+    )
+    p.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="extra row RUN:key=value[,key=value] (a sweep point), e.g. "
+        "REAL:beta=0.1 or REAL:init_from=RAFT; repeatable",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="[RUN.]KEY=VALUE",
+        help="training key for every run or one run, e.g. REAL.max_steps=20; repeatable",
+    )
+    p.add_argument(
+        "--eval-data",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="extra out-of-domain benchmark files (Prometheus JSON or any format "
+        "'realjudge eval' reads)",
+    )
+    p.add_argument("--eval-limit", type=int, default=None, help="items per benchmark")
+    p.add_argument("--model", default=None, help="starting model (preset's default)")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda (preset's default)")
+    p.add_argument(
+        "--launcher",
+        default=None,
+        metavar="CMD",
+        help="run each training run as 'CMD -m realjudge.train --config FILE', e.g. "
+        '"accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml"',
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2 steps per run, 4 items per benchmark, one seed (a quick check)",
+    )
+    p.set_defaults(handler=_run_reproduce)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    import shlex
+
+    from realjudge.reproduce.runner import ReproduceConfig, run_reproduce
+
+    cfg = ReproduceConfig(
+        preset=args.preset,
+        out=args.out,
+        seeds=args.seeds,
+        first_seed=args.first_seed,
+        only=args.only,
+        variants=args.variants,
+        set=args.set,
+        eval_data=args.eval_data,
+        eval_limit=args.eval_limit,
+        model=args.model,
+        smoke=args.smoke,
+        device=args.device,
+        launcher=args.launcher,
+        command="realjudge " + shlex.join(args.argv),
+    )
+    results = run_reproduce(cfg)
+    print(results["markdown"])
+    return 0
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="assemble a results document (docs/results.md) from reproduce and bench outputs",
+        description="Collect the results.md of 'realjudge reproduce' output dirs and the "
+        "JSON of 'realjudge bench ... --json' runs into one markdown file, plots copied "
+        "beside it, headed by this command and the git commit. Runs nothing itself.",
+    )
+    p.add_argument("--results", nargs="*", default=[], metavar="DIR", help="reproduce dirs")
+    p.add_argument("--bench", nargs="*", default=[], metavar="JSON", help="bench JSON files")
+    p.add_argument("--discussion", default=None, metavar="MD", help="markdown put after the header")
+    p.add_argument("--title", default="Results")
+    p.add_argument("--out", default="docs/results.md")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from realjudge.reproduce.document import build_document
+
+    path = build_document(
+        args.results,
+        args.bench,
+        args.out,
+        command="realjudge " + shlex.join(args.argv),
+        discussion=args.discussion,
+        title=args.title,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
 # parser and entry point
 
 #: Subcommand builders, in --help order; each adds one parser with ``handler`` set.
@@ -484,6 +635,8 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_eval,
     _add_score,
     _add_bench,
+    _add_reproduce,
+    _add_report,
 ]
 
 
@@ -504,7 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, for reports that name the command that wrote them
     level = logging.INFO
     if args.verbose:
         level = logging.DEBUG

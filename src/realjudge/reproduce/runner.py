@@ -1,0 +1,490 @@
+"""``realjudge reproduce``: train every method of a preset over seeds, evaluate, aggregate.
+
+For each seed, the runs of the experiment go in order (a warm-started run after the run it
+starts from); each trained model is evaluated on every benchmark with one pass that records
+both the RAIL prediction (expected score) and the decoded score, so the two read-outs of a
+model come from the same feedbacks. The base model is evaluated once: its CoT is greedy, so
+it does not depend on the seed.
+
+Finished work is kept: a run whose output directory holds a finished model trained with the
+same config, or an evaluation with the same settings, is not redone -- an interrupted
+``reproduce`` continues where it stopped, and sweep variants share the runs they start from.
+
+Layout of ``OUT``::
+
+    data/                       prepared data (the Vicuna split)
+    base/eval-<benchmark>/      the starting model's evaluations
+    seed<k>/<run>/              a trained model (a ``realjudge train`` output dir)
+    seed<k>/<run>/eval-<bench>/ its evaluations (predictions.jsonl, metrics.json, report.md)
+    results.json  results.md  curves.png  scatter.png
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from realjudge.reproduce.presets import Benchmark, Experiment, RunSpec, get_preset
+
+log = logging.getLogger(__name__)
+
+#: Numbers kept from each evaluation (``metrics.json``): RAIL (expected score) first, then the
+#: decoded score, then diagnostics.
+EVAL_KEYS = {
+    "pearson": ("pearson",),
+    "spearman": ("spearman",),
+    "rmse": ("rmse",),
+    "decode_pearson": ("by_field", "decoded_score", "pearson"),
+    "decode_spearman": ("by_field", "decoded_score", "spearman"),
+    "forced_cue_rate": ("forced_cue_rate",),
+    "leaked_mass": ("mean_leaked_mass",),
+}
+DONE_FILE = "reproduce_done.json"
+
+
+@dataclass
+class ReproduceConfig:
+    """One ``realjudge reproduce`` invocation.
+
+    Attributes:
+        preset: experiment preset (:data:`realjudge.reproduce.presets.PRESETS`).
+        out: output directory (default ``runs/reproduce-<preset>``).
+        seeds: number of seeds (default: the preset's).
+        first_seed: seeds are ``first_seed .. first_seed + seeds - 1``.
+        only: run only these rows, the variants and the rows they warm-start from (the base
+            model is always evaluated); ``None``: all.
+        variants: extra rows, ``RUN:key=value[,key=value]`` -- a copy of ``RUN`` with those
+            training keys (a sweep point), named ``RUN[key=value,...]``.
+        set: training keys for every run (``key=value``) or one run (``RUN.key=value``);
+            ``RUN.max_steps=N`` sets a budget.
+        eval_data: extra out-of-domain benchmark files (any format ``load_records`` reads).
+        eval_limit: items per benchmark (default: the preset's).
+        model: starting model (default: the preset's).
+        smoke: a few steps per run, a few items per benchmark, one seed (CI).
+        device: ``auto``/``cpu``/``cuda`` for training and evaluation (default: the preset's).
+        launcher: run each training run as ``LAUNCHER -m realjudge.train --config FILE`` in
+            a subprocess, e.g. ``accelerate launch --config_file
+            configs/accelerate/deepspeed_zero3.yaml`` for multi-GPU or multi-node training
+            (``None``: train in this process). Evaluation stays in this process.
+        command: the command line, recorded in the report.
+    """
+
+    preset: str = "cpu-embedded"
+    out: str | None = None
+    seeds: int | None = None
+    first_seed: int = 0
+    only: list[str] | None = None
+    variants: list[str] = field(default_factory=list)
+    set: list[str] = field(default_factory=list)
+    eval_data: list[str] = field(default_factory=list)
+    eval_limit: int | None = None
+    model: str | None = None
+    smoke: bool = False
+    device: str | None = None
+    launcher: str | None = None
+    command: str | None = None
+
+
+# ---------------------------------------------------------------------------------- resolve
+
+
+def parse_value(text: str) -> Any:
+    """A ``key=value`` value: JSON (``0.1``, ``3e-5``, ``true``, ``null``, ``[a]`` lists need
+    quotes), then YAML (``[q_proj, v_proj]``, ``True``), else the string itself."""
+    import yaml
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_assignments(text: str) -> dict[str, Any]:
+    """``a=1,b=x`` -> ``{"a": 1, "b": "x"}``."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ValueError(f"expected key=value, got {part!r}")
+        k, v = part.split("=", 1)
+        out[k.strip()] = parse_value(v.strip())
+    return out
+
+
+def variant_run(exp: Experiment, spec: str) -> RunSpec:
+    """``REAL:beta=0.1,lambda_p=0`` -> a copy of run ``REAL`` named ``REAL[beta=0.1,lambda_p=0]``
+    with those keys. ``init_from=RAFT`` changes the warm start; ``cot=false`` the evaluation."""
+    if ":" not in spec:
+        raise ValueError(f"variant {spec!r}: expected RUN:key=value[,key=value]")
+    base, assigns = spec.split(":", 1)
+    src = exp.run(base.strip())
+    keys = parse_assignments(assigns)
+    run = RunSpec(
+        name=f"{src.name}[{assigns.strip()}]",
+        method=src.method,
+        max_steps=int(keys.pop("max_steps", src.max_steps)),
+        init_from=keys.pop("init_from", src.init_from),
+        cot=bool(keys.pop("cot", src.cot)),
+        overrides={**src.overrides, **keys},
+    )
+    if run.method is None:
+        raise ValueError("the base model has no training keys to vary")
+    return run
+
+
+def resolve(cfg: ReproduceConfig) -> Experiment:
+    """The preset with the command line applied: model, limits, ``set``, variants, extra
+    benchmarks, smoke sizes, and the run subset (closed under warm starts)."""
+    exp = get_preset(cfg.preset)
+    if cfg.model:
+        exp.model = cfg.model
+    if cfg.device:
+        exp.common["device"] = cfg.device
+    variants = [variant_run(exp, spec) for spec in cfg.variants]
+    exp.runs += variants
+    for item in cfg.set:
+        key, value = item.split("=", 1) if "=" in item else (item, "")
+        if not value:
+            raise ValueError(f"--set {item!r}: expected [RUN.]key=value")
+        run_name, _, key = key.rpartition(".") if "." in key else ("", "", key)
+        targets = [exp.run(run_name)] if run_name else [r for r in exp.runs if r.method]
+        for r in targets:
+            if key == "max_steps":
+                r.max_steps = int(parse_value(value))
+            else:
+                r.overrides[key] = parse_value(value)
+    for path in cfg.eval_data:
+        exp.benchmarks.append(Benchmark(Path(path).stem, path, None, cfg.eval_limit, "out"))
+    if cfg.eval_limit is not None:
+        for b in exp.benchmarks:
+            b.limit = cfg.eval_limit
+    if cfg.smoke:
+        exp.seeds = 1
+        for r in exp.runs:
+            r.max_steps = min(r.max_steps, 2)
+            r.overrides = {**r.overrides, "batch_size": 2}
+        for b in exp.benchmarks:
+            b.limit = min(b.limit or 4, 4)
+        exp.max_new_tokens = min(exp.max_new_tokens, 24)
+        exp.common["max_new_tokens"] = min(exp.common.get("max_new_tokens", 24), 24)
+        exp.curve_limit = min(exp.curve_limit, 4)
+        exp.curve_points = min(exp.curve_points, 1)
+    if cfg.seeds is not None:
+        exp.seeds = cfg.seeds
+    if cfg.only:
+        keep: set[str] = set()
+        for name in [*cfg.only, *(v.name for v in variants)]:
+            r: RunSpec | None = exp.run(name)
+            while r is not None and r.name not in keep:
+                keep.add(r.name)
+                r = exp.run(r.init_from) if r.init_from else None
+        exp.runs = [r for r in exp.runs if r.name in keep or r.method is None]
+    seen: set[str] = set()
+    for r in exp.runs:
+        if r.init_from and r.init_from not in seen:
+            raise ValueError(
+                f"run {r.name} starts from {r.init_from}, which comes later or not at all"
+            )
+        seen.add(r.name)
+    return exp
+
+
+def prepare_data(exp: Experiment, data_dir: Path) -> None:
+    """Write the Vicuna train / held-out split by question (fixed split, seed 0: every seed
+    trains and evaluates on the same questions)."""
+    if not exp.vicuna_split:
+        return
+    from realjudge.data.loaders import load_records, split_by_group, write_jsonl
+
+    src = Path(exp.vicuna_split["path"])
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} not found (the {exp.name} preset needs it)")
+    train_path, test_path = data_dir / "vicuna-train.jsonl", data_dir / "vicuna-test.jsonl"
+    if train_path.is_file() and test_path.is_file():
+        return
+    records = load_records(str(src)).records
+    train, test = split_by_group(records, exp.vicuna_split["test_fraction"], seed=0)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(train, train_path)
+    write_jsonl(test, test_path)
+    log.info("vicuna split: %d train rows, %d held-out rows", len(train), len(test))
+
+
+def _fill(spec: str | None, data_dir: Path) -> str | None:
+    return None if spec is None else spec.replace("{data_dir}", str(data_dir))
+
+
+def slug(name: str) -> str:
+    """A run name as a directory name (``REAL[beta=0.1]`` -> ``REAL_beta=0.1_``)."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
+
+
+# -------------------------------------------------------------------------------- train/eval
+
+
+def train_overrides(
+    exp: Experiment, run: RunSpec, seed: int, out: Path, init: Path | None, data_dir: Path
+) -> dict[str, Any]:
+    """The training config keys of one run (preset < common < run's own < fixed ones)."""
+    keys: dict[str, Any] = {
+        "model": exp.model,
+        "data": _fill(exp.train_data, data_dir),
+        "data_split": exp.train_split,
+        "report_to": "tensorboard",
+        "save_steps": 0,
+        **exp.common,
+        **run.overrides,
+        "max_steps": run.max_steps,
+        "seed": seed,
+        "out": str(out),
+        "overwrite": True,
+    }
+    curve = next((b for b in exp.benchmarks if b.name == exp.curve_benchmark), None)
+    if curve is not None and exp.curve_points > 0:
+        keys.update(
+            eval_data=_fill(curve.data, data_dir),
+            eval_split=curve.split,
+            eval_limit=exp.curve_limit,
+            eval_steps=max(1, run.max_steps // (exp.curve_points + 1)),
+            eval_mode="cot" if run.cot else "score",
+        )
+    else:
+        keys.update(eval_data=None, eval_limit=0, eval_steps=0)
+    if init is not None:
+        keys["init_from"] = str(init)
+    return keys
+
+
+def _finished(path: Path, fingerprint: dict[str, Any]) -> float | None:
+    """The seconds the finished work at ``path`` took, if it was done with ``fingerprint``
+    (the resolved config); ``None``: not done, or done differently."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = saved.get("fingerprint") == json.loads(json.dumps(fingerprint, default=str))
+    return float(saved.get("seconds", 0.0)) if same else None
+
+
+def _mark_done(path: Path, fingerprint: dict[str, Any], seconds: float) -> None:
+    payload = {"fingerprint": fingerprint, "seconds": seconds}
+    path.write_text(json.dumps(payload, default=str, indent=2))
+
+
+def train_run(
+    exp: Experiment,
+    run: RunSpec,
+    seed: int,
+    out: Path,
+    init: Path | None,
+    data_dir: Path,
+    launcher: str | None = None,
+) -> tuple[Path, float]:
+    """Train one run unless ``out`` already holds it with the same config; returns the model
+    dir and the training time (of the original run when reused)."""
+    from realjudge.train.config import build_config
+    from realjudge.train.trainer import train
+
+    cfg = build_config(
+        run.method,
+        preset=exp.train_preset,
+        overrides=train_overrides(exp, run, seed, out, init, data_dir),
+    )
+    fingerprint = {"config": cfg.to_dict()}
+    done = _finished(out / DONE_FILE, fingerprint)
+    if done is not None:
+        log.info("reusing %s", out)
+        return out, done
+    if out.exists():
+        shutil.rmtree(out)
+    t0 = time.perf_counter()
+    if launcher:
+        import shlex
+        import subprocess
+
+        config_file = out.parent / f"{out.name}.train.json"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+        cmd = [*shlex.split(launcher), "-m", "realjudge.train", "--config", str(config_file)]
+        log.info("launching %s", shlex.join(cmd))
+        subprocess.run(cmd, check=True)
+    else:
+        train(cfg)
+    elapsed = time.perf_counter() - t0
+    _mark_done(out / DONE_FILE, fingerprint, elapsed)
+    return out, elapsed
+
+
+def eval_run(
+    exp: Experiment, model: str, cot: bool, bench: Benchmark, out: Path, data_dir: Path, device: str
+) -> tuple[dict[str, Any], float]:
+    """Evaluate (or reuse the evaluation in ``out`` made with the same settings); returns the
+    metrics and the seconds the evaluation took."""
+    from realjudge.evaluate.run import EvalConfig, run_eval
+
+    t0 = time.perf_counter()
+    ecfg = EvalConfig(
+        model=model,
+        data=_fill(bench.data, data_dir) or "",
+        split=bench.split,
+        limit=bench.limit,
+        cot=cot,
+        max_new_tokens=exp.max_new_tokens,
+        batch_size=exp.eval_batch_size,
+        out=str(out),
+        seed=0,  # the same items for every seed; greedy CoT
+        n_boot=200,
+        device=None if device == "auto" else device,
+        progress=True,
+    )
+    fingerprint = asdict(ecfg)
+    metrics_path = out / "metrics.json"
+    done = _finished(out / DONE_FILE, fingerprint)
+    if done is not None and metrics_path.is_file():
+        return json.loads(metrics_path.read_text())["metrics"], done
+    metrics = run_eval(ecfg)
+    elapsed = time.perf_counter() - t0
+    _mark_done(out / DONE_FILE, fingerprint, elapsed)
+    return metrics, elapsed
+
+
+def pick(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The numbers of :data:`EVAL_KEYS` from an evaluation's metrics."""
+    out: dict[str, float | None] = {}
+    for name, path in EVAL_KEYS.items():
+        v: Any = metrics
+        for k in path:
+            v = v.get(k) if isinstance(v, dict) else None
+        out[name] = None if v is None else float(v)
+    return out
+
+
+def read_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """``(step, eval/pearson)`` points of a training run's periodic evaluation."""
+    path = run_dir / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    pts = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("eval/pearson") is not None:
+            pts.append((int(row["step"]), float(row["eval/pearson"])))
+    return pts
+
+
+def read_throughput(run_dir: Path) -> dict[str, float | None]:
+    """Rollout and training tokens/s of a run, from its per-step log (sums over steps)."""
+    path = run_dir / "train_log.jsonl"
+    tot = {"rollout/tokens": 0.0, "time/rollout_s": 0.0, "train/tokens": 0.0, "time/update_s": 0.0}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            for k in tot:
+                v = row.get(k)
+                if isinstance(v, (int, float)):
+                    tot[k] += float(v)
+
+    def rate(n: str, t: str) -> float | None:
+        return tot[n] / tot[t] if tot[t] > 0 and tot[n] > 0 else None
+
+    return {
+        "rollout_tokens_per_s": rate("rollout/tokens", "time/rollout_s"),
+        "train_tokens_per_s": rate("train/tokens", "time/update_s"),
+    }
+
+
+# --------------------------------------------------------------------------------- the run
+
+
+def _prediction_paths(run_dir: Path, benches: list[Benchmark]) -> dict[str, str]:
+    return {b.name: str(run_dir / f"eval-{b.name}" / "predictions.jsonl") for b in benches}
+
+
+def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
+    """Run the experiment; write and return ``results.json`` (see :mod:`realjudge.reproduce`)."""
+    from realjudge.reproduce.report import write_results
+
+    exp = resolve(cfg)
+    out = Path(cfg.out or f"runs/reproduce-{exp.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "data"
+    prepare_data(exp, data_dir)
+    device = str(exp.common.get("device", "auto"))
+    seeds = list(range(cfg.first_seed, cfg.first_seed + exp.seeds))
+
+    per_seed: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {}
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    timings: dict[str, dict[str, float]] = {}
+    throughput: dict[str, dict[str, dict[str, float | None]]] = {}
+    predictions: dict[str, dict[str, str]] = {}
+    t_start = time.perf_counter()
+
+    def evaluate_model(model: str, cot: bool, where: Path) -> tuple[dict[str, Any], float]:
+        scores, seconds = {}, 0.0
+        for b in exp.benchmarks:
+            metrics, t = eval_run(exp, model, cot, b, where / f"eval-{b.name}", data_dir, device)
+            scores[b.name] = pick(metrics)
+            seconds += t
+        return scores, seconds
+
+    base = next((r for r in exp.runs if r.method is None), None)
+    if base is not None:
+        base_scores, t_eval = evaluate_model(exp.model, base.cot, out / "base")
+        per_seed[base.name] = {str(s): base_scores for s in seeds}
+        timings[base.name] = {"eval_s": t_eval}
+        predictions[base.name] = _prediction_paths(out / "base", exp.benchmarks)
+
+    for seed in seeds:
+        trained: dict[str, Path] = {}
+        for run in exp.runs:
+            if run.method is None:
+                continue
+            run_dir = out / f"seed{seed}" / slug(run.name)
+            init = trained[run.init_from] if run.init_from else None
+            log.info("seed %d: %s (%s, %d steps)", seed, run.name, run.method, run.max_steps)
+            model_dir, t_train = train_run(exp, run, seed, run_dir, init, data_dir, cfg.launcher)
+            trained[run.name] = model_dir
+            scores, t_eval = evaluate_model(str(model_dir), run.cot, run_dir)
+            per_seed.setdefault(run.name, {})[str(seed)] = scores
+            timings.setdefault(run.name, {}).update(
+                {f"seed{seed}_train_s": t_train, f"seed{seed}_eval_s": t_eval}
+            )
+            if seed == seeds[0]:
+                predictions[run.name] = _prediction_paths(run_dir, exp.benchmarks)
+            curves.setdefault(run.name, {})[str(seed)] = read_curve(run_dir)
+            throughput.setdefault(run.name, {})[str(seed)] = read_throughput(run_dir)
+
+    results = {
+        "preset": exp.name,
+        "description": exp.description,
+        "command": cfg.command,
+        "seeds": seeds,
+        "benchmarks": [asdict(b) for b in exp.benchmarks],
+        "in_domain": [b.name for b in exp.benchmarks if b.domain == "in"],
+        "out_of_domain": [b.name for b in exp.benchmarks if b.domain == "out"],
+        "runs": [asdict(r) for r in exp.runs],
+        "train_preset": exp.train_preset,
+        "common": exp.common,
+        "eval_max_new_tokens": exp.max_new_tokens,
+        "per_seed": per_seed,
+        "curves": curves,
+        "throughput": throughput,
+        "timings_s": {**timings, "total": {"wall_s": time.perf_counter() - t_start}},
+        "predictions": predictions,
+        "notes": exp.notes,
+        "curve": {
+            "benchmark": exp.curve_benchmark,
+            "limit": exp.curve_limit,
+            "points": exp.curve_points,
+        },
+    }
+    return write_results(results, out)

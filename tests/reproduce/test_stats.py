@@ -1,0 +1,81 @@
+"""The pure aggregation of reproduce: intervals over seeds, averages, the paper's claims."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from realjudge.reproduce.stats import Summary, aggregate, check_claims, mean_ci, with_average
+
+
+def test_mean_ci_is_the_student_t_interval():
+    xs = [0.2, 0.4, 0.9]
+    s = mean_ci(xs)
+    lo, hi = stats.t.interval(0.95, len(xs) - 1, loc=sum(xs) / 3, scale=stats.sem(xs))
+    assert s.mean == pytest.approx(0.5)
+    assert (s.lo, s.hi) == (pytest.approx(lo), pytest.approx(hi))
+    assert s.n == 3
+
+
+def test_mean_ci_skips_missing_values_and_handles_one_or_none():
+    assert mean_ci([0.3, None, float("nan")]) == Summary(0.3, 0.3, 0.3, 1, (0.3,))
+    assert mean_ci([None]).mean is None and mean_ci([]).n == 0
+
+
+def test_average_needs_every_benchmark():
+    per = {"a": {"pearson": 0.2}, "b": {"pearson": 0.6}}
+    assert with_average(per, ["a", "b"], ["pearson"])["average"]["pearson"] == pytest.approx(0.4)
+    assert with_average(per, ["a", "b", "c"], ["pearson"])["average"]["pearson"] is None
+
+
+def test_aggregate_averages_per_seed_before_the_interval():
+    per_seed = {
+        "REAL": {
+            "0": {"in": {"pearson": 0.5}, "out": {"pearson": 0.1}},
+            "1": {"in": {"pearson": 0.7}, "out": {"pearson": 0.3}},
+        }
+    }
+    agg = aggregate(per_seed, ["in", "out"], ["pearson"])
+    avg = agg["REAL"]["average"]["pearson"]
+    assert avg.values == (pytest.approx(0.3), pytest.approx(0.5))
+    assert avg.mean == pytest.approx(0.4)
+    assert math.isfinite(avg.lo) and avg.lo < 0.4 < avg.hi
+
+
+def _agg(table):
+    per_seed = {
+        run: {str(k): {b: {"pearson": v[k]} for b, v in benches.items()} for k in range(3)}
+        for run, benches in table.items()
+    }
+    return aggregate(per_seed, ["in", "out"], ["pearson"])
+
+
+def test_claims_hold_when_real_is_above_and_gains_more_out_of_domain():
+    agg = _agg(
+        {
+            "REAL": {"in": [0.80, 0.81, 0.82], "out": [0.60, 0.61, 0.62]},
+            "RAFT": {"in": [0.70, 0.71, 0.72], "out": [0.30, 0.31, 0.32]},
+            "TRACT": {"in": [0.75, 0.76, 0.77], "out": [0.40, 0.41, 0.42]},
+            "GRPO": {"in": [0.70, 0.70, 0.70], "out": [0.40, 0.40, 0.40]},
+        }
+    )
+    claims = check_claims(agg, ["in"], ["out"])
+    assert [c.holds for c in claims] == [True, True, True, True]
+    assert "separated" in claims[0].detail
+    assert "gain in domain +0.050, out of domain +0.200" in claims[-1].detail
+
+
+def test_claims_fail_or_are_untestable_honestly():
+    agg = _agg(
+        {
+            "REAL": {"in": [0.5, 0.6, 0.7], "out": [0.2, 0.2, 0.2]},
+            "RAFT": {"in": [0.6, 0.6, 0.6], "out": [0.3, 0.3, 0.3]},
+        }
+    )
+    claims = check_claims(agg, ["in"], ["out"], regression=("RAFT", "TRACT"))
+    assert claims[0].holds is False and "overlap" in claims[0].detail
+    assert claims[1].holds is None  # no TRACT run
+    assert claims[2].holds is None  # no GRPO run
+    assert claims[3].holds is False
