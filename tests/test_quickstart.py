@@ -29,4 +29,7 @@ def test_quickstart_runs_every_stage_and_writes_the_table(tmp_path, capsys):
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text())
     assert saved["final_model"].endswith("stage2-real")
     assert "after real" in (tmp_path / "qs" / "summary.md").read_text()
-    assert "after real" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "after real" in printed
+    assert "change after training, test (5 items, paired bootstrap 95%)" in printed
+    assert set(saved["change"]) == {"test", "ood"} and saved["change"]["test"]["n"] == 5

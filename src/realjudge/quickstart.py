@@ -130,6 +130,11 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         table[f"after {stage.method}"] = _evaluate(cfg, start, f"stage{i + 1}")
         timings[f"eval-{stage.method}"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
+    last = f"stage{len(cfg.stages)}" if cfg.stages else "before"
+    change = {
+        name: _change(out / f"eval-before-{name}", out / f"eval-{last}-{name}", cfg.seed)
+        for name, _ in cfg.splits
+    }
 
     summary = {
         "config": asdict(cfg),
@@ -140,12 +145,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
             }
             for row, cols in table.items()
         },
+        "change": change,
         "timings_s": timings,
         "final_model": start,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     md = comparison_table(summary["results"], metrics=("pearson", "spearman"))
-    (out / "summary.md").write_text(md + "\n")
     from rich.console import Console
 
     Console().print(
@@ -155,5 +160,39 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
             title="embedded judge: in-domain test and out-of-domain",
         )
     )
+    for line in change_lines(change):
+        print(line)
+    (out / "summary.md").write_text(md + "\n\n" + "\n".join(change_lines(change)) + "\n")
     print(f"total {timings['total'] / 60:.1f} min; final model: {start}")
     return summary
+
+
+def _change(before_dir: Path, after_dir: Path, seed: int) -> dict[str, Any]:
+    """Paired bootstrap of the final model against the starting model on the same items."""
+    from realjudge.evaluate.metrics import paired_difference
+
+    def preds(d: Path) -> dict[str, tuple[float | None, float | None]]:
+        rows = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines() if x]
+        return {r["id"]: (r.get("prediction"), r.get("gold")) for r in rows}
+
+    a, b = preds(before_dir), preds(after_dir)
+    ids = [i for i in a if i in b]
+    return paired_difference(
+        [a[i][0] for i in ids], [b[i][0] for i in ids], [a[i][1] for i in ids], seed=seed
+    )
+
+
+def change_lines(change: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per split: the change of Pearson and Spearman with its paired 95% interval."""
+
+    def one(d: dict[str, Any]) -> str:
+        if d.get("delta") is None:
+            return "n/a"
+        ci = d.get("ci") or [float("nan")] * 2
+        return f"{d['delta']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+    return [
+        f"change after training, {split} ({c['n']} items, paired bootstrap 95%): "
+        f"Pearson {one(c['pearson'])}, Spearman {one(c['spearman'])}"
+        for split, c in change.items()
+    ]

@@ -238,3 +238,31 @@ def test_summarize_by_field_and_empty():
     assert empty["n_total"] == 0 and empty["n"] == 0 and empty["pearson"] is None
     assert empty["forced_cue_rate"] is None and empty["mean_leaked_mass"] is None
     _assert_no_nan([s, empty])
+
+
+def test_paired_difference_matches_scipy_and_is_paired():
+    from realjudge.evaluate.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(1, 6, size=60).astype(float)
+    noisy = gold + rng.normal(0, 3.0, size=60)
+    sharp = gold + rng.normal(0, 0.5, size=60)
+    d = paired_difference(noisy, sharp, gold, n_boot=500)
+    exact = stats.pearsonr(sharp, gold).statistic - stats.pearsonr(noisy, gold).statistic
+    assert d["pearson"]["delta"] == pytest.approx(exact)
+    exact_s = stats.spearmanr(sharp, gold).statistic - stats.spearmanr(noisy, gold).statistic
+    assert d["spearman"]["delta"] == pytest.approx(exact_s)
+    lo, hi = d["pearson"]["ci"]
+    assert 0 < lo < exact < hi and d["pearson"]["p_not_better"] == 0.0
+    # the same judge against itself: no change, an interval of zero width
+    same = paired_difference(sharp, sharp, gold, n_boot=200)
+    assert same["pearson"]["delta"] == 0.0 and same["pearson"]["ci"] == [0.0, 0.0]
+
+
+def test_paired_difference_drops_missing_and_handles_constants():
+    from realjudge.evaluate.metrics import paired_difference
+
+    d = paired_difference([1, 2, None, 4], [2, 2, 3, 2], [1, 2, 3, 4], n_boot=50)
+    assert d["n"] == 3 and d["pearson"]["delta"] is None  # b is constant on the kept items
+    with pytest.raises(ValueError):
+        paired_difference([1], [1, 2], [1, 2])

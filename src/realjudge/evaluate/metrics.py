@@ -314,3 +314,55 @@ def summarize_predictions(
             for f in ("expected_score", "decoded_score")
         }
     return out
+
+
+def _rowwise_corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _rowwise_pearson(np.atleast_2d(x), np.atleast_2d(y))
+
+
+def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _rowwise_corr(stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1))
+
+
+def paired_difference(
+    pred_a: Sequence[float | None],
+    pred_b: Sequence[float | None],
+    gold: Sequence[float | None],
+    *,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How much judge ``b`` changes Pearson and Spearman over judge ``a`` on the same items:
+    ``{"pearson": {"delta", "ci", "p_not_better"}, "spearman": {...}, "n"}``.
+
+    Paired bootstrap: each resample draws items (not predictions), so both judges are scored on
+    the same resampled items and the item-to-item variance cancels. ``delta`` is ``r_b - r_a`` on
+    all items, ``ci`` the percentile interval of the resampled deltas, ``p_not_better`` the
+    fraction of resamples where ``b`` is not above ``a`` (a one-sided bootstrap p-value). Items
+    missing either prediction or the gold are dropped; undefined correlations give ``None``.
+    """
+    if not len(pred_a) == len(pred_b) == len(gold):
+        raise ValueError("pred_a, pred_b and gold must have the same length")
+    a = np.array([np.nan if v is None else float(v) for v in pred_a], dtype=float)
+    b = np.array([np.nan if v is None else float(v) for v in pred_b], dtype=float)
+    g = np.array([np.nan if v is None else float(v) for v in gold], dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b) & np.isfinite(g)
+    a, b, g = a[keep], b[keep], g[keep]
+    n = int(g.size)
+    out: dict[str, Any] = {"n": n}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n)) if n >= 3 and n_boot > 0 else None
+    for name, ranks in (("pearson", False), ("spearman", True)):
+        res: dict[str, Any] = {"delta": None, "ci": None, "p_not_better": None}
+        out[name] = res
+        if n < 3 or _is_constant(a) or _is_constant(b) or _is_constant(g):
+            continue
+        corr = _rowwise_spearman if ranks else _rowwise_corr
+        res["delta"] = float(corr(b, g)[0] - corr(a, g)[0])
+        if idx is not None:
+            deltas = corr(b[idx], g[idx]) - corr(a[idx], g[idx])
+            finite = deltas[np.isfinite(deltas)]
+            res["ci"] = _percentile_ci(deltas, ci)
+            res["p_not_better"] = float(np.mean(finite <= 0)) if finite.size else None
+    return out
