@@ -478,6 +478,11 @@ def _add_quickstart(sub: Any) -> None:
         action="store_true",
         help="evaluate score-only (RAIL right after the cue) instead of CoT + RAIL",
     )
+    p.add_argument(
+        "--eval-each-stage",
+        action="store_true",
+        help="also evaluate after every intermediate stage (default: before and after only)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_run_quickstart)
 
@@ -485,7 +490,13 @@ def _add_quickstart(sub: Any) -> None:
 def _run_quickstart(args: argparse.Namespace) -> int:
     from realjudge.quickstart import QuickstartConfig, run_quickstart
 
-    cfg = QuickstartConfig(out=args.out, model=args.model, seed=args.seed, eval_cot=not args.no_cot)
+    cfg = QuickstartConfig(
+        out=args.out,
+        model=args.model,
+        seed=args.seed,
+        eval_cot=not args.no_cot,
+        eval_each_stage=args.eval_each_stage,
+    )
     if args.eval_limit is not None:
         cfg.eval_limit = args.eval_limit
     if args.steps is not None:

@@ -55,7 +55,10 @@ class QuickstartConfig:
         model: starting model (``embedded``; any ``--model`` spec works).
         stages: training stages, run in order, each warm-started from the previous one.
         preset: the training preset every stage starts from (:mod:`realjudge.train.config`).
-        eval_limit: items of each evaluation split (test and OOD).
+        eval_limit: items of each evaluation split (test and OOD). 80 items give the paired
+            bootstrap of the change an interval of about +-0.23 Pearson; 50 gave +-0.29.
+        eval_each_stage: also evaluate after every intermediate stage (a row per stage;
+            ~2.5 min more on two CPU cores); by default only before and after training.
         eval_cot: evaluate with the judge's own feedback (CoT + RAIL) instead of score-only.
         max_new_tokens: feedback length limit for CoT evaluation and rollouts.
         seed: seed of the data, the sampling and the training.
@@ -65,7 +68,8 @@ class QuickstartConfig:
     model: str = "embedded"
     stages: list[Stage] = field(default_factory=default_stages)
     preset: str = "cpu-embedded"
-    eval_limit: int = 50
+    eval_limit: int = 80
+    eval_each_stage: bool = False
     eval_cot: bool = True
     max_new_tokens: int = 96
     seed: int = 0
@@ -97,7 +101,8 @@ def _evaluate(cfg: QuickstartConfig, model: str, tag: str) -> dict[str, dict[str
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
-    """Evaluate, train every stage, evaluate after each; return and write the summary."""
+    """Evaluate, train every stage (evaluating after the last, or after each with
+    ``eval_each_stage``); return and write the summary."""
     from realjudge.evaluate.report import comparison_table, rich_table
     from realjudge.train.config import build_config
     from realjudge.train.trainer import train
@@ -126,6 +131,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         result = train(build_config(stage.method, preset=cfg.preset, overrides=overrides))
         start = str(result.out)
         timings[f"train-{stage.method}"] = time.perf_counter() - t
+        if not (cfg.eval_each_stage or i == len(cfg.stages) - 1):
+            continue
         t = time.perf_counter()
         table[f"after {stage.method}"] = _evaluate(cfg, start, f"stage{i + 1}")
         timings[f"eval-{stage.method}"] = time.perf_counter() - t
