@@ -79,3 +79,18 @@ def test_claims_fail_or_are_untestable_honestly():
     assert claims[1].holds is None  # no TRACT run
     assert claims[2].holds is None  # no GRPO run
     assert claims[3].holds is False
+
+
+def test_correlation_intervals_are_clipped_and_a_smaller_loss_is_no_gain():
+    agg = _agg(
+        {
+            "REAL": {"in": [0.1, 0.9, 0.5], "out": [0.3, 0.3, 0.3]},
+            "RAFT": {"in": [0.8, 0.8, 0.8], "out": [0.4, 0.4, 0.4]},
+        }
+    )
+    cell = agg["REAL"]["in"]["pearson"]
+    assert cell.lo == -1.0 or cell.lo > -1.0
+    assert mean_ci([0.1, 0.9], bounds=(-1.0, 1.0)).hi == 1.0
+    claims = check_claims(agg, ["in"], ["out"], regression=("RAFT",), binary_rl="none")
+    # REAL loses 0.3 in domain and 0.1 out of domain: smaller loss, but no gain
+    assert claims[-1].holds is False

@@ -19,10 +19,11 @@ METRICS = ("pearson", "spearman", "decode_pearson", "decode_spearman", "rmse", "
 
 
 def fmt_summary(s: Summary | None, digits: int = 3) -> str:
-    """``0.412 [0.301, 0.523]``; one seed: just the value; missing: ``n/a``."""
+    """``0.412 [0.301, 0.523]``; one seed (or identical values): just the value; missing:
+    ``n/a``."""
     if s is None or s.mean is None:
         return "n/a"
-    if s.n == 1 or s.lo is None or s.hi is None:
+    if s.n == 1 or s.lo is None or s.hi is None or s.lo == s.hi:
         return f"{s.mean:.{digits}f}"
     return f"{s.mean:.{digits}f} [{s.lo:.{digits}f}, {s.hi:.{digits}f}]"
 
@@ -92,8 +93,9 @@ def results_markdown(
         f"## Preset `{results['preset']}`",
         "",
         f"{results['description']}. Benchmarks: {bench_desc}. Seeds: {seeds}"
-        f" (cells: mean over seeds and its 95% t interval; the base model's greedy CoT does"
-        f" not depend on the seed). CoT evaluation: greedy, up to"
+        f" (cells: mean over seeds and its 95% t interval, correlations clipped to [-1, 1];"
+        f" the base model's greedy CoT does not depend on the seed). CoT evaluation: greedy,"
+        f" up to"
         f" {results['eval_max_new_tokens']} tokens.",
     ]
     if results.get("command"):
