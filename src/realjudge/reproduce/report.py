@@ -89,8 +89,10 @@ def results_markdown(
         f"{b['limit'] or 'all'} items)"
         for b in results["benchmarks"]
     )
+    variants = [r["name"] for r in results["runs"] if "[" in r["name"]]
     parts = [
-        f"## Preset `{results['preset']}`",
+        f"## Preset `{results['preset']}`"
+        + (f": sweep of {len(variants)} variants" if variants else ""),
         "",
         f"{results['description']}. Benchmarks: {bench_desc}. Seeds: {seeds}"
         f" (cells: mean over seeds and its 95% t interval, correlations clipped to [-1, 1];"
