@@ -79,7 +79,7 @@ def build_document(
     discussion: str | Path | None = None,
     title: str = "Results",
 ) -> Path:
-    """Write the document to ``out``; plots go to ``<out dir>/img/<preset>-<name>.png``."""
+    """Write the document to ``out``; plots go to ``<out dir>/img/<results dir name>-<plot>``."""
     out = Path(out)
     img = out.parent / "img"
     parts = [
@@ -99,7 +99,7 @@ def build_document(
             src = d / name
             if src.is_file():
                 img.mkdir(parents=True, exist_ok=True)
-                dest = img / f"{res['preset']}-{name}"
+                dest = img / f"{d.name}-{name}"  # the run dir's name: two runs of a preset
                 shutil.copyfile(src, dest)
                 md = md.replace(f"({name})", f"(img/{dest.name})")
         parts += [md.strip(), ""]
