@@ -570,6 +570,15 @@ def _add_reproduce(sub: Any) -> None:
         '"accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml"',
     )
     p.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="other reproduce output dirs: a run or evaluation missing from OUT is copied "
+        "from them when it was done there with the same config (e.g. a sweep reusing the "
+        "main comparison's TRACT and RAFT runs)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="2 steps per run, 4 items per benchmark, one seed (a quick check)",
@@ -596,6 +605,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         smoke=args.smoke,
         device=args.device,
         launcher=args.launcher,
+        reuse=args.reuse,
         command="realjudge " + shlex.join(args.argv),
     )
     results = run_reproduce(cfg)

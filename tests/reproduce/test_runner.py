@@ -7,7 +7,13 @@ import json
 import pytest
 
 from realjudge.reproduce.presets import PRESETS
-from realjudge.reproduce.runner import ReproduceConfig, resolve, run_reproduce, variant_run
+from realjudge.reproduce.runner import (
+    ReproduceConfig,
+    portable,
+    resolve,
+    run_reproduce,
+    variant_run,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,3 +112,48 @@ def test_cli_reproduce_then_report(tmp_path, capsys, monkeypatch):
     assert "What holds and what does not." in text and "### `realjudge bench x`" in text
     assert "(img/r-scatter.png)" in text
     assert (doc.parent / "img" / "r-scatter.png").is_file()
+
+
+def test_portable_fingerprints_name_the_output_dir_only_as_a_prefix(tmp_path):
+    root = tmp_path / "r"
+    fp = {"out": str(root / "seed0" / "REAL"), "init_from": str(root), "other": f"{root}x/a"}
+    assert portable(fp, root) == {
+        "out": "{out}/seed0/REAL",
+        "init_from": "{out}",
+        "other": f"{root}x/a",  # a sibling dir whose name starts the same is not inside
+    }
+
+
+def test_same_seed_reruns_agree_and_reuse_copies_finished_runs(tmp_path):
+    """Two fresh runs with the same seed give the same numbers (CPU); a sweep that names the
+    first as --reuse takes its RAFT run (weights hard-linked) and trains only the variant."""
+    common = dict(
+        preset="cpu-embedded", model="tiny", smoke=True, set=["freeze_layers=1"], only=["RAFT"]
+    )
+    first = run_reproduce(ReproduceConfig(**common, out=str(tmp_path / "a")))
+    second = run_reproduce(ReproduceConfig(**common, out=str(tmp_path / "b")))
+    assert second["per_seed"] == first["per_seed"]
+
+    sweep = ReproduceConfig(
+        **common,
+        out=str(tmp_path / "sweep"),
+        variants=["RAFT:learning_rate=1e-3"],
+        reuse=[str(tmp_path / "a")],
+    )
+    res = run_reproduce(sweep)
+    src = tmp_path / "a" / "seed0" / "RAFT" / "model.safetensors"
+    dst = tmp_path / "sweep" / "seed0" / "RAFT" / "model.safetensors"
+    assert dst.stat().st_ino == src.stat().st_ino  # reused, not retrained
+    assert res["timings_s"]["RAFT"] == first["timings_s"]["RAFT"]
+    assert res["per_seed"]["RAFT"] == first["per_seed"]["RAFT"]
+    assert (
+        tmp_path / "sweep" / "seed0" / "RAFT_learning_rate=1e-3_" / "model.safetensors"
+    ).is_file()
+    md = (tmp_path / "sweep" / "results.md").read_text()
+    assert "### Sweep: each variant against the run it varies" in md
+    assert "| RAFT[learning_rate=1e-3] | RAFT |" in md
+
+    # the copy's records now belong to the sweep dir: a rerun there reuses it in place
+    again = run_reproduce(ReproduceConfig(**{**sweep.__dict__, "reuse": []}))
+    assert dst.stat().st_ino == src.stat().st_ino
+    assert again["per_seed"] == res["per_seed"]

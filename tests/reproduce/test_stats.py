@@ -7,7 +7,14 @@ import math
 import pytest
 from scipy import stats
 
-from realjudge.reproduce.stats import Summary, aggregate, check_claims, mean_ci, with_average
+from realjudge.reproduce.stats import (
+    Summary,
+    aggregate,
+    check_claims,
+    mean_ci,
+    seed_difference,
+    with_average,
+)
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -94,3 +101,27 @@ def test_correlation_intervals_are_clipped_and_a_smaller_loss_is_no_gain():
     claims = check_claims(agg, ["in"], ["out"], regression=("RAFT",), binary_rl="none")
     # REAL loses 0.3 in domain and 0.1 out of domain: smaller loss, but no gain
     assert claims[-1].holds is False
+
+
+def test_seed_difference_pairs_by_seed_and_skips_unshared_seeds():
+    per_seed = {
+        "REAL": {
+            "0": {"in": {"pearson": 0.1}, "out": {"pearson": 0.0}},
+            "1": {"in": {"pearson": 0.5}, "out": {"pearson": 0.2}},
+            "2": {"in": {"pearson": 0.3}, "out": {"pearson": None}},
+        },
+        "REAL[beta=0.1]": {
+            "0": {"in": {"pearson": 0.2}, "out": {"pearson": 0.1}},
+            "1": {"in": {"pearson": 0.7}, "out": {"pearson": 0.3}},
+            "9": {"in": {"pearson": -1.0}, "out": {"pearson": -1.0}},
+        },
+    }
+    d = seed_difference(per_seed, "REAL[beta=0.1]", "REAL", "in", "pearson", ["in", "out"])
+    # seeds 0 and 1 only: differences 0.1 and 0.2, whose t interval is far narrower than the
+    # unpaired one (the seeds' own spread, 0.1 vs 0.5, cancels)
+    assert d.values == pytest.approx((0.1, 0.2)) and d.mean == pytest.approx(0.15)
+    lo, hi = stats.t.interval(0.95, 1, loc=0.15, scale=stats.sem([0.1, 0.2]))
+    assert (d.lo, d.hi) == (pytest.approx(lo), pytest.approx(hi))
+    avg = seed_difference(per_seed, "REAL[beta=0.1]", "REAL", "average", "pearson", ["in", "out"])
+    assert avg.values == pytest.approx((0.1, 0.15))
+    assert seed_difference(per_seed, "REAL", "nope", "in", "pearson", ["in"]).n == 0

@@ -52,6 +52,7 @@ class RunSpec:
         cot: evaluate with the judge's own feedback (CoT) before the score; ``False``:
             score right after the prompt (RAFT predicts without a CoT).
         overrides: training config keys of this run only.
+        variant_of: the run this one is a sweep variant of (``--variant``), else ``None``.
     """
 
     name: str
@@ -60,6 +61,7 @@ class RunSpec:
     init_from: str | None = None
     cot: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
+    variant_of: str | None = None
 
 
 @dataclass

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from realjudge.reproduce.stats import Summary, aggregate, check_claims
+from realjudge.reproduce.stats import Summary, aggregate, check_claims, seed_difference
 
 METRICS = ("pearson", "spearman", "decode_pearson", "decode_spearman", "rmse", "forced_cue_rate")
 
@@ -41,6 +41,59 @@ def main_table(
         cells = [fmt_summary(per.get(b, {}).get(m)) for b in cols for m in pair]
         lines.append("| " + " | ".join([run, *cells]) + " |")
     return "\n".join(lines)
+
+
+def variant_parents(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """``{variant: the run it varies}`` for the sweep rows of a results.json."""
+    out = {}
+    for r in runs:
+        parent = r.get("variant_of") or (r["name"].split("[")[0] if "[" in r["name"] else None)
+        if parent:
+            out[r["name"]] = parent
+    return out
+
+
+def sweep_table(
+    results: Mapping[str, Any],
+    agg: Mapping[str, Mapping[str, Mapping[str, Summary]]],
+    metric: str = "pearson",
+) -> str:
+    """Markdown: each sweep variant beside the run it varies -- its mean ``metric`` per
+    benchmark and the change from the parent paired by seed (:func:`seed_difference`), and
+    how often the evaluation had to force the score cue (a broken format shows there)."""
+    parents = variant_parents(results["runs"])
+    benches = results["in_domain"] + results["out_of_domain"]
+    cols = [*benches, "average"]
+    header = ["variant", "of"] + [f"{b} {h}" for b in cols for h in ("P", "change")]
+    header += [f"forced cue {b}" for b in benches]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for parent in dict.fromkeys(parents.values()):
+        cells = [f"{parent} (as in the preset)", "-"]
+        for b in cols:
+            cells += [fmt_summary(agg.get(parent, {}).get(b, {}).get(metric)), "-"]
+        cells += [
+            fmt_summary(agg.get(parent, {}).get(b, {}).get("forced_cue_rate"), 2) for b in benches
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        for name in (v for v, p in parents.items() if p == parent):
+            cells = [name, parent]
+            for b in cols:
+                diff = seed_difference(results["per_seed"], name, parent, b, metric, benches)
+                cells += [fmt_summary(agg.get(name, {}).get(b, {}).get(metric)), fmt_diff(diff)]
+            cells += [
+                fmt_summary(agg.get(name, {}).get(b, {}).get("forced_cue_rate"), 2) for b in benches
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fmt_diff(s: Summary) -> str:
+    """``+0.104 [+0.020, +0.188]`` (signed); one seed: just the difference."""
+    if s.mean is None:
+        return "n/a"
+    if s.n == 1 or s.lo is None or s.hi is None:
+        return f"{s.mean:+.3f}"
+    return f"{s.mean:+.3f} [{s.lo:+.3f}, {s.hi:+.3f}]"
 
 
 def _claims_md(claims: Sequence[Any]) -> str:
@@ -89,7 +142,7 @@ def results_markdown(
         f"{b['limit'] or 'all'} items)"
         for b in results["benchmarks"]
     )
-    variants = [r["name"] for r in results["runs"] if "[" in r["name"]]
+    variants = list(variant_parents(results["runs"]))
     parts = [
         f"## Preset `{results['preset']}`"
         + (f": sweep of {len(variants)} variants" if variants else ""),
@@ -116,10 +169,19 @@ def results_markdown(
         "",
         _claims_md(claims),
         "",
-        "### Runs",
-        "",
-        _diagnostics_md(results, agg),
     ]
+    if variants:
+        parts += [
+            "### Sweep: each variant against the run it varies",
+            "",
+            "RAIL Pearson (P) and its change from the parent run, paired by seed (mean over "
+            "seeds and 95% t interval); forced cue: share of rows where the judge did not "
+            "write the score cue and the evaluation appended it.",
+            "",
+            sweep_table(results, agg),
+            "",
+        ]
+    parts += ["### Runs", "", _diagnostics_md(results, agg)]
     if results.get("notes"):
         parts += ["", results["notes"]]
     return "\n".join(parts) + "\n"

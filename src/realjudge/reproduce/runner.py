@@ -9,6 +9,9 @@ it does not depend on the seed.
 Finished work is kept: a run whose output directory holds a finished model trained with the
 same config, or an evaluation with the same settings, is not redone -- an interrupted
 ``reproduce`` continues where it stopped, and sweep variants share the runs they start from.
+Configs are compared with ``OUT`` written as ``{out}``, so finished work can also be taken
+from another reproduce directory (``--reuse DIR``): a sweep over REAL's knobs reuses the main
+comparison's TRACT and RAFT runs instead of training them again.
 
 Layout of ``OUT``::
 
@@ -23,9 +26,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +77,9 @@ class ReproduceConfig:
             a subprocess, e.g. ``accelerate launch --config_file
             configs/accelerate/deepspeed_zero3.yaml`` for multi-GPU or multi-node training
             (``None``: train in this process). Evaluation stays in this process.
+        reuse: other reproduce output dirs; a run or evaluation missing from ``out`` is
+            copied from the first of them that holds it finished with the same config
+            (weights are hard-linked where the file system allows).
         command: the command line, recorded in the report.
     """
 
@@ -88,6 +96,7 @@ class ReproduceConfig:
     smoke: bool = False
     device: str | None = None
     launcher: str | None = None
+    reuse: list[str] = field(default_factory=list)
     command: str | None = None
 
 
@@ -130,6 +139,7 @@ def variant_run(exp: Experiment, spec: str) -> RunSpec:
     keys = parse_assignments(assigns)
     run = RunSpec(
         name=f"{src.name}[{assigns.strip()}]",
+        variant_of=src.name,
         method=src.method,
         max_steps=int(keys.pop("max_steps", src.max_steps)),
         init_from=keys.pop("init_from", src.init_from),
@@ -264,20 +274,68 @@ def train_overrides(
     return keys
 
 
-def _finished(path: Path, fingerprint: dict[str, Any]) -> float | None:
-    """The seconds the finished work at ``path`` took, if it was done with ``fingerprint``
-    (the resolved config); ``None``: not done, or done differently."""
+def portable(fingerprint: Any, root: Path) -> Any:
+    """``fingerprint`` as plain JSON with every path under ``root`` (an absolute directory)
+    written as ``{out}/...``, so that the same work done in another output dir compares
+    equal."""
+    text = json.dumps(fingerprint, default=str)
+    prefix = json.dumps(str(root))[1:-1]
+    text = re.sub(re.escape(prefix) + r'(?=/|")', "{out}", text)
+    return json.loads(text)
+
+
+def _finished(path: Path, wanted: Any, home: Path) -> float | None:
+    """The seconds the finished work recorded at ``path`` took, if it was done with the
+    portable fingerprint ``wanted``; ``None``: not done, or done differently. ``home`` is the
+    output dir the record sits in (older records, with absolute paths, match too)."""
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    same = saved.get("fingerprint") == json.loads(json.dumps(fingerprint, default=str))
+    same = portable(saved.get("fingerprint"), home) == wanted
     return float(saved.get("seconds", 0.0)) if same else None
 
 
-def _mark_done(path: Path, fingerprint: dict[str, Any], seconds: float) -> None:
-    payload = {"fingerprint": fingerprint, "seconds": seconds}
-    path.write_text(json.dumps(payload, default=str, indent=2))
+def _mark_done(path: Path, wanted: Any, seconds: float) -> None:
+    payload = {"fingerprint": wanted, "seconds": seconds}
+    path.write_text(json.dumps(payload, indent=2))
+
+
+#: Files that are never rewritten in place, so a reused copy may share them (hard links).
+_LINKABLE = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    if src.endswith(_LINKABLE):
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
+
+
+def _adopt(out: Path, root: Path, reuse: Sequence[Path], wanted: Any) -> float | None:
+    """Copy the finished work for ``out`` from the first reuse dir that holds it with the
+    portable fingerprint ``wanted``; return its recorded seconds (``None``: none has it).
+    The records copied with it are rewritten in the portable form, so they match in
+    ``root`` too."""
+    rel = out.relative_to(root)
+    for other in reuse:
+        src = other / rel
+        seconds = _finished(src / DONE_FILE, wanted, other)
+        if seconds is None:
+            continue
+        log.info("reusing %s (from %s)", out, src)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(src, out, copy_function=_link_or_copy)
+        for done in out.rglob(DONE_FILE):  # nested evaluations keep matching in their new home
+            saved = json.loads(done.read_text())
+            saved["fingerprint"] = portable(saved["fingerprint"], other)
+            done.write_text(json.dumps(saved, indent=2))
+        return seconds
+    return None
 
 
 def train_run(
@@ -287,10 +345,13 @@ def train_run(
     out: Path,
     init: Path | None,
     data_dir: Path,
-    launcher: str | None = None,
+    launcher: str | None,
+    root: Path,
+    reuse: Sequence[Path] = (),
 ) -> tuple[Path, float]:
-    """Train one run unless ``out`` already holds it with the same config; returns the model
-    dir and the training time (of the original run when reused)."""
+    """Train one run unless ``out`` (inside the output dir ``root``) already holds it with the
+    same config, or a ``reuse`` dir does; returns the model dir and the training time (of the
+    original run when reused)."""
     from realjudge.train.config import build_config
     from realjudge.train.trainer import train
 
@@ -299,10 +360,13 @@ def train_run(
         preset=exp.train_preset,
         overrides=train_overrides(exp, run, seed, out, init, data_dir),
     )
-    fingerprint = {"config": cfg.to_dict()}
-    done = _finished(out / DONE_FILE, fingerprint)
+    wanted = portable({"config": cfg.to_dict()}, root)
+    done = _finished(out / DONE_FILE, wanted, root)
     if done is not None:
         log.info("reusing %s", out)
+        return out, done
+    done = _adopt(out, root, reuse, wanted)
+    if done is not None:
         return out, done
     if out.exists():
         shutil.rmtree(out)
@@ -320,15 +384,24 @@ def train_run(
     else:
         train(cfg)
     elapsed = time.perf_counter() - t0
-    _mark_done(out / DONE_FILE, fingerprint, elapsed)
+    _mark_done(out / DONE_FILE, wanted, elapsed)
     return out, elapsed
 
 
 def eval_run(
-    exp: Experiment, model: str, cot: bool, bench: Benchmark, out: Path, data_dir: Path, device: str
+    exp: Experiment,
+    model: str,
+    cot: bool,
+    bench: Benchmark,
+    out: Path,
+    data_dir: Path,
+    device: str,
+    root: Path,
+    reuse: Sequence[Path] = (),
 ) -> tuple[dict[str, Any], float]:
-    """Evaluate (or reuse the evaluation in ``out`` made with the same settings); returns the
-    metrics and the seconds the evaluation took."""
+    """Evaluate (or reuse the evaluation made with the same settings in ``out``, inside the
+    output dir ``root``, or in a ``reuse`` dir); returns the metrics and the seconds the
+    evaluation took."""
     from realjudge.evaluate.run import EvalConfig, run_eval
 
     t0 = time.perf_counter()
@@ -346,14 +419,16 @@ def eval_run(
         device=None if device == "auto" else device,
         progress=True,
     )
-    fingerprint = asdict(ecfg)
+    wanted = portable(asdict(ecfg), root)
     metrics_path = out / "metrics.json"
-    done = _finished(out / DONE_FILE, fingerprint)
+    done = _finished(out / DONE_FILE, wanted, root)
+    if done is None:
+        done = _adopt(out, root, reuse, wanted)
     if done is not None and metrics_path.is_file():
         return json.loads(metrics_path.read_text())["metrics"], done
     metrics = run_eval(ecfg)
     elapsed = time.perf_counter() - t0
-    _mark_done(out / DONE_FILE, fingerprint, elapsed)
+    _mark_done(out / DONE_FILE, wanted, elapsed)
     return metrics, elapsed
 
 
@@ -414,8 +489,12 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     from realjudge.reproduce.report import write_results
 
     exp = resolve(cfg)
-    out = Path(cfg.out or f"runs/reproduce-{exp.name}")
+    out = Path(cfg.out or f"runs/reproduce-{exp.name}").resolve()
     out.mkdir(parents=True, exist_ok=True)
+    reuse = [Path(d).resolve() for d in cfg.reuse]
+    for d in reuse:
+        if not d.is_dir():
+            raise FileNotFoundError(f"--reuse {d}: no such directory")
     data_dir = out / "data"
     prepare_data(exp, data_dir)
     device = str(exp.common.get("device", "auto"))
@@ -431,7 +510,9 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     def evaluate_model(model: str, cot: bool, where: Path) -> tuple[dict[str, Any], float]:
         scores, seconds = {}, 0.0
         for b in exp.benchmarks:
-            metrics, t = eval_run(exp, model, cot, b, where / f"eval-{b.name}", data_dir, device)
+            metrics, t = eval_run(
+                exp, model, cot, b, where / f"eval-{b.name}", data_dir, device, out, reuse
+            )
             scores[b.name] = pick(metrics)
             seconds += t
         return scores, seconds
@@ -451,7 +532,9 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
             run_dir = out / f"seed{seed}" / slug(run.name)
             init = trained[run.init_from] if run.init_from else None
             log.info("seed %d: %s (%s, %d steps)", seed, run.name, run.method, run.max_steps)
-            model_dir, t_train = train_run(exp, run, seed, run_dir, init, data_dir, cfg.launcher)
+            model_dir, t_train = train_run(
+                exp, run, seed, run_dir, init, data_dir, cfg.launcher, out, reuse
+            )
             trained[run.name] = model_dir
             scores, t_eval = evaluate_model(str(model_dir), run.cot, run_dir)
             per_seed.setdefault(run.name, {})[str(seed)] = scores

@@ -97,6 +97,22 @@ def aggregate(
     return out
 
 
+def seed_difference(
+    per_seed: Table, run: str, other: str, bench: str, metric: str, benches: Sequence[str]
+) -> Summary:
+    """``run`` minus ``other`` on one benchmark (or ``average`` over ``benches``), paired by
+    seed: the mean over the seeds both have, with its t interval. Pairing removes what the
+    two runs share within a seed (the warm start, the data order), so a sweep variant is
+    judged against its parent on the seed it started from."""
+    a, b = per_seed.get(run, {}), per_seed.get(other, {})
+    diffs: list[float | None] = []
+    for seed in sorted(set(a) & set(b)):
+        x = with_average(a[seed], benches, [metric]).get(bench, {}).get(metric)
+        y = with_average(b[seed], benches, [metric]).get(bench, {}).get(metric)
+        diffs.append(None if x is None or y is None else x - y)
+    return mean_ci(diffs)
+
+
 @dataclass(frozen=True)
 class Claim:
     """One of the paper's claims, checked on the aggregated results."""
