@@ -143,13 +143,16 @@ def _point_correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float | None]
         }
 
 
-def _as_pairs(pred: Sequence[float], gold: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    if len(pred) != len(gold):
-        raise ValueError(f"pred and gold differ in length: {len(pred)} != {len(gold)}")
-    p = np.array([np.nan if v is None else float(v) for v in pred], dtype=float)
-    g = np.array([np.nan if v is None else float(v) for v in gold], dtype=float)
-    keep = np.isfinite(p) & np.isfinite(g)
-    return p[keep], g[keep]
+def _complete_rows(*columns: Sequence[float | None]) -> list[np.ndarray]:
+    """The columns as float arrays, keeping only the rows where every column is finite
+    (``None`` counts as missing)."""
+    if len({len(c) for c in columns}) > 1:
+        raise ValueError(f"columns differ in length: {[len(c) for c in columns]}")
+    arrays = [
+        np.array([np.nan if v is None else float(v) for v in c], dtype=float) for c in columns
+    ]
+    keep = np.logical_and.reduce([np.isfinite(a) for a in arrays])
+    return [a[keep] for a in arrays]
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +199,7 @@ def correlation_metrics(
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     lo, hi = int(scale[0]), int(scale[1])
-    x, y = _as_pairs(pred, gold)
+    x, y = _complete_rows(pred, gold)
     n = int(x.size)
     out: dict[str, Any] = {"n": n}
     for name in METRIC_NAMES:
@@ -342,13 +345,7 @@ def paired_difference(
     fraction of resamples where ``b`` is not above ``a`` (a one-sided bootstrap p-value). Items
     missing either prediction or the gold are dropped; undefined correlations give ``None``.
     """
-    if not len(pred_a) == len(pred_b) == len(gold):
-        raise ValueError("pred_a, pred_b and gold must have the same length")
-    a = np.array([np.nan if v is None else float(v) for v in pred_a], dtype=float)
-    b = np.array([np.nan if v is None else float(v) for v in pred_b], dtype=float)
-    g = np.array([np.nan if v is None else float(v) for v in gold], dtype=float)
-    keep = np.isfinite(a) & np.isfinite(b) & np.isfinite(g)
-    a, b, g = a[keep], b[keep], g[keep]
+    a, b, g = _complete_rows(pred_a, pred_b, gold)
     n = int(g.size)
     out: dict[str, Any] = {"n": n}
     rng = np.random.default_rng(seed)
