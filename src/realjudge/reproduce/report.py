@@ -23,7 +23,7 @@ def fmt_summary(s: Summary | None, digits: int = 3) -> str:
     ``n/a``."""
     if s is None or s.mean is None:
         return "n/a"
-    if s.n == 1 or s.lo is None or s.hi is None or s.lo == s.hi:
+    if s.lo is None or s.hi is None or len(set(s.values)) <= 1:
         return f"{s.mean:.{digits}f}"
     return f"{s.mean:.{digits}f} [{s.lo:.{digits}f}, {s.hi:.{digits}f}]"
 
@@ -96,9 +96,18 @@ def fmt_diff(s: Summary) -> str:
     return f"{s.mean:+.3f} [{s.lo:+.3f}, {s.hi:+.3f}]"
 
 
+def claim_verdict(claim: Any) -> str:
+    """``holds`` (significant), ``higher mean, not significant``, ``does not hold``
+    (``significantly lower`` when the paired interval says so) or ``not testable``."""
+    if claim.holds is None:
+        return "not testable"
+    if claim.holds:
+        return "holds" if claim.significant else "higher mean, not significant"
+    return "does not hold, significantly" if claim.significant else "does not hold"
+
+
 def _claims_md(claims: Sequence[Any]) -> str:
-    mark = {True: "holds", False: "does not hold", None: "not testable"}
-    return "\n".join(f"- {c.text}: **{mark[c.holds]}** ({c.detail})" for c in claims)
+    return "\n".join(f"- {c.text}: **{claim_verdict(c)}** ({c.detail})" for c in claims)
 
 
 def _diagnostics_md(results: Mapping[str, Any], agg: Mapping[str, Any]) -> str:
@@ -289,7 +298,7 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Any]:
     agg = aggregate(results["per_seed"], benches, METRICS)
     names = {r["name"] for r in results["runs"]}
     claims = check_claims(
-        agg,
+        results["per_seed"],
         results["in_domain"],
         results["out_of_domain"],
         regression=[n for n in ("RAFT", "TRACT", "TRACT-2") if n in names],

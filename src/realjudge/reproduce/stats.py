@@ -115,28 +115,36 @@ def seed_difference(
 
 @dataclass(frozen=True)
 class Claim:
-    """One of the paper's claims, checked on the aggregated results."""
+    """One of the paper's claims, checked on the per-seed results.
+
+    ``holds``: the mean says so (``None``: not testable, a run or a benchmark is missing);
+    ``significant``: the 95% interval of the seed-paired difference excludes zero too.
+    """
 
     text: str
-    holds: bool | None  # None: not testable (a run or a benchmark is missing)
+    holds: bool | None
     detail: str
+    significant: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"claim": self.text, "holds": self.holds, "detail": self.detail}
+        return {
+            "claim": self.text,
+            "holds": self.holds,
+            "significant": self.significant,
+            "detail": self.detail,
+        }
 
 
-def _mean(agg: Mapping, run: str, bench: str, metric: str) -> float | None:
-    s = agg.get(run, {}).get(bench, {}).get(metric)
-    return None if s is None else s.mean
-
-
-def _separated(a: Summary | None, b: Summary | None) -> bool:
-    """``a``'s interval lies wholly above ``b``'s (a conservative 'clearly better')."""
-    return bool(a and b and a.lo is not None and b.hi is not None and a.n > 1 and a.lo > b.hi)
+def _fmt_diff(d: Summary) -> str:
+    if d.mean is None:
+        return "n/a"
+    if d.n < 2 or d.lo is None or d.hi is None:
+        return f"{d.mean:+.3f} (one seed)"
+    return f"{d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] over {d.n} seeds"
 
 
 def check_claims(
-    agg: Mapping[str, Mapping[str, Mapping[str, Summary]]],
+    per_seed: Table,
     in_domain: Sequence[str],
     out_of_domain: Sequence[str],
     *,
@@ -145,54 +153,81 @@ def check_claims(
     binary_rl: str = "GRPO",
     metric: str = "pearson",
 ) -> list[Claim]:
-    """The paper's headline claims, stated on mean Pearson over seeds:
+    """The paper's headline claims, on ``metric`` averaged over the benchmarks:
 
-    1. REAL is above each regression-aware baseline (RAFT, TRACT), on average over benchmarks;
+    1. REAL is above each regression-aware baseline (RAFT, TRACT);
     2. REAL is above binary-reward RL;
     3. REAL's gain over the best baseline is larger out of domain than in domain -- and is a
        gain there (REAL losing less out of domain than in domain does not count).
 
-    A claim 'holds' when the mean is higher; ``detail`` also says whether the seed intervals
-    are separated, which is the stronger statement at small scale.
+    A claim 'holds' when the mean over seeds says so. It is also 'significant' when the 95%
+    t interval of the difference, paired by seed, excludes zero: the runs of one seed share
+    their data order and (for REAL, GRPO, TRACT-2) their warm start, so pairing removes what
+    they share. Claim 3 compares a difference of differences, paired by seed the same way.
     """
+    benches = [*in_domain, *out_of_domain]
     claims: list[Claim] = []
-
-    def avg_over(run: str, benches: Sequence[str]) -> float | None:
-        vals = [_mean(agg, run, b, metric) for b in benches]
-        return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)  # type: ignore[arg-type]
 
     def versus(other: str) -> Claim:
         text = f"REAL above {other} ({metric}, average over benchmarks)"
-        r, o = _mean(agg, real, "average", metric), _mean(agg, other, "average", metric)
-        if r is None or o is None:
+        d = seed_difference(per_seed, real, other, "average", metric, benches)
+        if d.mean is None:
             return Claim(text, None, f"{real} or {other} has no result")
-        sep = _separated(agg[real]["average"][metric], agg[other]["average"][metric])
-        detail = f"{r:+.3f} vs {o:+.3f} (diff {r - o:+.3f}); seed intervals " + (
-            "separated" if sep else "overlap"
-        )
-        return Claim(text, r > o, detail)
+        sig = d.n > 1 and d.lo is not None and d.hi is not None and (d.lo > 0 or d.hi < 0)
+        return Claim(text, d.mean > 0, f"REAL minus {other}: {_fmt_diff(d)}", sig)
 
     for other in [*regression, binary_rl]:
         claims.append(versus(other))
 
     text = "REAL's gain over the best baseline is larger out of domain than in domain"
+    agg = aggregate(per_seed, benches, [metric])
     baselines = [b for b in [*regression, binary_rl] if b in agg]
     if not in_domain or not out_of_domain or real not in agg or not baselines:
         claims.append(Claim(text, None, "needs in- and out-of-domain benchmarks and baselines"))
         return claims
-    gains = {}
-    for name, benches in (("in", in_domain), ("out", out_of_domain)):
-        r = avg_over(real, benches)
-        best = [v for v in (avg_over(b, benches) for b in baselines) if v is not None]
-        gains[name] = None if r is None or not best else r - max(best)
-    if gains["in"] is None or gains["out"] is None:
+
+    def avg_over(run: str, seed: str, group: Sequence[str]) -> float | None:
+        vals = [per_seed[run].get(seed, {}).get(b, {}).get(metric) for b in group]
+        return None if any(v is None for v in vals) else sum(vals) / len(vals)  # type: ignore[arg-type,misc]
+
+    # the best baseline by mean (one choice for all seeds), then its gap per seed and domain
+    def mean_over(run: str, group: Sequence[str]) -> float | None:
+        vals = [v for seed in per_seed[run] if (v := avg_over(run, seed, group)) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    gains: dict[str, list[float | None]] = {"in": [], "out": []}
+    for name, group in (("in", in_domain), ("out", out_of_domain)):
+        scored = [(m, b) for b in baselines if (m := mean_over(b, group)) is not None]
+        if not scored:
+            claims.append(Claim(text, None, "a run has no result"))
+            return claims
+        best = max(scored)[1]
+        for seed in sorted(set(per_seed[real]) & set(per_seed[best])):
+            r, o = avg_over(real, seed, group), avg_over(best, seed, group)
+            gains[name].append(None if r is None or o is None else r - o)
+    g_in, g_out = mean_ci(gains["in"]), mean_ci(gains["out"])
+    if g_in.mean is None or g_out.mean is None:
         claims.append(Claim(text, None, "a run has no result"))
-    else:
-        claims.append(
-            Claim(
-                text,
-                gains["out"] > max(gains["in"], 0.0),
-                f"gain in domain {gains['in']:+.3f}, out of domain {gains['out']:+.3f}",
-            )
-        )
+        return claims
+    more = mean_ci(
+        [
+            o - i
+            for i, o in zip(gains["in"], gains["out"], strict=True)
+            if i is not None and o is not None
+        ]
+    )
+    holds = g_out.mean > max(g_in.mean, 0.0)
+    sig = (
+        holds
+        and more.n > 1
+        and more.lo is not None
+        and more.lo > 0
+        and g_out.lo is not None
+        and g_out.lo > 0
+    )
+    detail = (
+        f"gain in domain {_fmt_diff(g_in)}, out of domain {_fmt_diff(g_out)}; "
+        f"out minus in {_fmt_diff(more)}"
+    )
+    claims.append(Claim(text, holds, detail, bool(sig)))
     return claims
