@@ -123,6 +123,9 @@ def test_correlation_intervals_are_clipped_and_a_smaller_loss_is_no_gain():
     cell = aggregate(per_seed, ["in", "out"], ["pearson"])["REAL"]["in"]["pearson"]
     assert cell.lo == -1.0 or cell.lo > -1.0
     assert mean_ci([0.1, 0.9], bounds=(-1.0, 1.0)).hi == 1.0
+    rates = {"R": {str(k): {"in": {"forced_cue_rate": v}} for k, v in enumerate([0.0, 0.0, 0.4])}}
+    cue = aggregate(rates, ["in"], ["forced_cue_rate"])["R"]["in"]["forced_cue_rate"]
+    assert cue.lo == 0.0 and 0.0 < cue.hi <= 1.0  # a rate's interval stays in [0, 1]
     claims = check_claims(per_seed, ["in"], ["out"], regression=("RAFT",), binary_rl="none")
     # REAL loses 0.3 in domain and 0.1 out of domain: smaller loss, but no gain
     assert claims[-1].holds is False

@@ -75,12 +75,22 @@ def with_average(
     return out
 
 
+def metric_bounds(metric: str) -> tuple[float, float] | None:
+    """The range an interval of ``metric`` is clipped to: ``[-1, 1]`` for a correlation,
+    ``[0, 1]`` for a rate (``forced_cue_rate``), none otherwise (RMSE)."""
+    if metric.endswith(("pearson", "spearman")):
+        return (-1.0, 1.0)
+    if metric.endswith("rate"):
+        return (0.0, 1.0)
+    return None
+
+
 def aggregate(
     per_seed: Table, benches: Sequence[str], metrics: Sequence[str]
 ) -> dict[str, dict[str, dict[str, Summary]]]:
     """``per_seed[run][seed][bench][metric]`` -> ``{run: {bench: {metric: Summary}}}`` with an
     ``average`` column computed per seed first (so its interval reflects seed variance of
-    the average, not a sum of intervals)."""
+    the average, not a sum of intervals); intervals are clipped by :func:`metric_bounds`."""
     out: dict[str, dict[str, dict[str, Summary]]] = {}
     for run, seeds in per_seed.items():
         rows = [with_average(seeds[s], benches, metrics) for s in sorted(seeds)]
@@ -88,7 +98,7 @@ def aggregate(
             b: {
                 m: mean_ci(
                     [r.get(b, {}).get(m) for r in rows],
-                    bounds=(-1.0, 1.0) if m.endswith(("pearson", "spearman")) else None,
+                    bounds=metric_bounds(m),
                 )
                 for m in metrics
             }
