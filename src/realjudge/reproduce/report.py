@@ -13,7 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from realjudge.reproduce.stats import Summary, aggregate, check_claims, seed_difference
+from realjudge.reproduce.stats import (
+    Summary,
+    aggregate,
+    check_claims,
+    fmt_diff,
+    seed_difference,
+)
 
 METRICS = ("pearson", "spearman", "decode_pearson", "decode_spearman", "rmse", "forced_cue_rate")
 
@@ -85,15 +91,6 @@ def sweep_table(
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def fmt_diff(s: Summary) -> str:
-    """``+0.104 [+0.020, +0.188]`` (signed); one seed: just the difference."""
-    if s.mean is None:
-        return "n/a"
-    if s.n == 1 or s.lo is None or s.hi is None:
-        return f"{s.mean:+.3f}"
-    return f"{s.mean:+.3f} [{s.lo:+.3f}, {s.hi:+.3f}]"
 
 
 def claim_verdict(claim: Any) -> str:

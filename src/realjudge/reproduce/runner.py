@@ -338,6 +338,16 @@ def _adopt(out: Path, root: Path, reuse: Sequence[Path], wanted: Any) -> float |
     return None
 
 
+def _done_before(out: Path, root: Path, reuse: Sequence[Path], wanted: Any) -> float | None:
+    """The recorded seconds of work finished with ``wanted``, either in ``out`` itself or
+    copied into it from a reuse dir (:func:`_adopt`); ``None``: it has to be done."""
+    done = _finished(out / DONE_FILE, wanted, root)
+    if done is not None:
+        log.info("reusing %s", out)
+        return done
+    return _adopt(out, root, reuse, wanted)
+
+
 def train_run(
     exp: Experiment,
     run: RunSpec,
@@ -361,11 +371,7 @@ def train_run(
         overrides=train_overrides(exp, run, seed, out, init, data_dir),
     )
     wanted = portable({"config": cfg.to_dict()}, root)
-    done = _finished(out / DONE_FILE, wanted, root)
-    if done is not None:
-        log.info("reusing %s", out)
-        return out, done
-    done = _adopt(out, root, reuse, wanted)
+    done = _done_before(out, root, reuse, wanted)
     if done is not None:
         return out, done
     if out.exists():
@@ -421,9 +427,7 @@ def eval_run(
     )
     wanted = portable(asdict(ecfg), root)
     metrics_path = out / "metrics.json"
-    done = _finished(out / DONE_FILE, wanted, root)
-    if done is None:
-        done = _adopt(out, root, reuse, wanted)
+    done = _done_before(out, root, reuse, wanted)
     if done is not None and metrics_path.is_file():
         return json.loads(metrics_path.read_text())["metrics"], done
     metrics = run_eval(ecfg)

@@ -145,12 +145,14 @@ class Claim:
         }
 
 
-def _fmt_diff(d: Summary) -> str:
+def fmt_diff(d: Summary, with_n: bool = False) -> str:
+    """A signed difference: ``+0.104 [+0.020, +0.188]``; one seed: ``+0.104``. ``with_n``
+    adds how many seeds it rests on (``over 3 seeds``, ``(one seed)``)."""
     if d.mean is None:
         return "n/a"
     if d.n < 2 or d.lo is None or d.hi is None:
-        return f"{d.mean:+.3f} (one seed)"
-    return f"{d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}] over {d.n} seeds"
+        return f"{d.mean:+.3f}" + (" (one seed)" if with_n else "")
+    return f"{d.mean:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]" + (f" over {d.n} seeds" if with_n else "")
 
 
 def check_claims(
@@ -184,36 +186,31 @@ def check_claims(
         if d.mean is None:
             return Claim(text, None, f"{real} or {other} has no result")
         sig = d.n > 1 and d.lo is not None and d.hi is not None and (d.lo > 0 or d.hi < 0)
-        return Claim(text, d.mean > 0, f"REAL minus {other}: {_fmt_diff(d)}", sig)
+        return Claim(text, d.mean > 0, f"REAL minus {other}: {fmt_diff(d, True)}", sig)
 
     for other in [*regression, binary_rl]:
         claims.append(versus(other))
 
     text = "REAL's gain over the best baseline is larger out of domain than in domain"
-    agg = aggregate(per_seed, benches, [metric])
-    baselines = [b for b in [*regression, binary_rl] if b in agg]
-    if not in_domain or not out_of_domain or real not in agg or not baselines:
+    baselines = [b for b in [*regression, binary_rl] if b in per_seed]
+    if not in_domain or not out_of_domain or real not in per_seed or not baselines:
         claims.append(Claim(text, None, "needs in- and out-of-domain benchmarks and baselines"))
         return claims
 
-    def avg_over(run: str, seed: str, group: Sequence[str]) -> float | None:
-        vals = [per_seed[run].get(seed, {}).get(b, {}).get(metric) for b in group]
-        return None if any(v is None for v in vals) else sum(vals) / len(vals)  # type: ignore[arg-type,misc]
+    def group_mean(run: str, seed: str, group: Sequence[str]) -> float | None:
+        return with_average(per_seed[run].get(seed, {}), group, [metric])["average"][metric]
 
     # the best baseline by mean (one choice for all seeds), then its gap per seed and domain
-    def mean_over(run: str, group: Sequence[str]) -> float | None:
-        vals = [v for seed in per_seed[run] if (v := avg_over(run, seed, group)) is not None]
-        return sum(vals) / len(vals) if vals else None
-
     gains: dict[str, list[float | None]] = {"in": [], "out": []}
     for name, group in (("in", in_domain), ("out", out_of_domain)):
-        scored = [(m, b) for b in baselines if (m := mean_over(b, group)) is not None]
+        means = {b: mean_ci([group_mean(b, s, group) for s in per_seed[b]]).mean for b in baselines}
+        scored = [(m, b) for b, m in means.items() if m is not None]
         if not scored:
             claims.append(Claim(text, None, "a run has no result"))
             return claims
         best = max(scored)[1]
         for seed in sorted(set(per_seed[real]) & set(per_seed[best])):
-            r, o = avg_over(real, seed, group), avg_over(best, seed, group)
+            r, o = group_mean(real, seed, group), group_mean(best, seed, group)
             gains[name].append(None if r is None or o is None else r - o)
     g_in, g_out = mean_ci(gains["in"]), mean_ci(gains["out"])
     if g_in.mean is None or g_out.mean is None:
@@ -236,8 +233,8 @@ def check_claims(
         and g_out.lo > 0
     )
     detail = (
-        f"gain in domain {_fmt_diff(g_in)}, out of domain {_fmt_diff(g_out)}; "
-        f"out minus in {_fmt_diff(more)}"
+        f"gain in domain {fmt_diff(g_in, True)}, out of domain {fmt_diff(g_out, True)}; "
+        f"out minus in {fmt_diff(more, True)}"
     )
     claims.append(Claim(text, holds, detail, bool(sig)))
     return claims
