@@ -13,12 +13,12 @@ from scipy import stats
 
 from realjudge.evaluate.metrics import (
     METRIC_NAMES,
-    _boot_kendall,
     confusion_matrix,
     correlation_metrics,
     round_half_up,
     summarize_predictions,
 )
+from realjudge.scoring.agreement import _boot_kendall
 
 PRED = [1.2, 2.9, 2.5, 4.4, 3.1, 4.9, 1.8, 3.6]
 GOLD = [1.0, 3.0, 2.0, 5.0, 3.0, 4.0, 2.0, 4.33]

@@ -1,19 +1,31 @@
-"""Agreement metrics between judge predictions and gold scores, with bootstrap CIs.
+"""Agreement metrics of prediction rows: status counts, confusion, paired differences.
 
-Pure numpy/scipy, no torch. Every value returned is JSON-safe: undefined quantities
-(a correlation of a constant vector, fewer than three rows, ...) are ``None``, never NaN.
+The correlations, errors and their bootstrap CIs themselves live one layer down, in
+:mod:`realjudge.scoring.agreement` (training's periodic evaluation uses them too); they are
+imported here so that ``realjudge.evaluate.metrics`` keeps offering them. Pure numpy/scipy,
+no torch. Every value returned is JSON-safe: undefined quantities (a correlation of a constant
+vector, fewer than three rows, ...) are ``None``, never NaN.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from realjudge.scoring.agreement import (
+    METRIC_NAMES,
+    complete_rows,
+    correlation_metrics,
+    is_constant,
+    percentile_ci,
+    round_half_up,
+    rowwise_pearson,
+)
 
 __all__ = [
     "FAILED_STATUS",
@@ -29,130 +41,6 @@ __all__ = [
 OK_STATUSES: frozenset[str] = frozenset({"ok", "forced_cue", "retokenized_cue"})
 #: The status_counts bucket for rows with no status at all.
 FAILED_STATUS = "unknown"
-#: Metrics that get a bootstrap ``<name>_ci``.
-METRIC_NAMES: tuple[str, ...] = ("pearson", "spearman", "kendall", "rmse", "mae", "accuracy")
-_CORRELATIONS: tuple[str, ...] = ("pearson", "spearman", "kendall")
-
-# Kendall's bootstrap uses an n x n pair-sign matrix (one BLAS product per block of resamples)
-# up to this many rows; above it, looping scipy's O(n log n) kendalltau is faster.
-_KENDALL_MATRIX_MAX_N = 1536
-# Bootstrap resamples processed per block (bounds the (block, n) temporaries).
-_BOOT_BLOCK = 256
-# Tolerance for round-half-up so that 3.4999999999999996 (a float mean of 3 and 4) -> 4.
-_ROUND_EPS = 1e-9
-
-
-# --------------------------------------------------------------------------------------------
-# small helpers
-
-
-def round_half_up(x: float | np.ndarray) -> np.ndarray:
-    """Round half up (4.5 -> 5, 4.33 -> 4, 2.5 -> 3), unlike numpy's banker's rounding."""
-    return np.floor(np.asarray(x, dtype=float) + 0.5 + _ROUND_EPS).astype(int)
-
-
-def _finite_or_none(v: Any) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def _is_constant(a: np.ndarray) -> bool:
-    return a.size == 0 or bool(np.ptp(a) == 0.0)
-
-
-def _rowwise_pearson(xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
-    """Pearson r of each row pair of two (B, n) arrays; NaN where a row is constant."""
-    xc = xb - xb.mean(axis=1, keepdims=True)
-    yc = yb - yb.mean(axis=1, keepdims=True)
-    sxy = np.einsum("ij,ij->i", xc, yc)
-    sxx = np.einsum("ij,ij->i", xc, xc)
-    syy = np.einsum("ij,ij->i", yc, yc)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        den = np.sqrt(sxx * syy)
-        r = np.where(den > 0, sxy / np.where(den > 0, den, 1.0), np.nan)
-    return np.clip(r, -1.0, 1.0)
-
-
-def _tie_pairs(counts: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Tied pairs per resample: ``sum_g m_g (m_g - 1) / 2`` with ``m_g`` the resampled rows of
-    tie group ``g`` (``groups[k]`` is row k's group, ``counts[b, k]`` its multiplicity)."""
-    order = np.argsort(groups, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(groups[order]) != 0])
-    m = np.add.reduceat(counts[:, order], starts, axis=1)
-    return 0.5 * np.einsum("ij,ij->i", m, m - 1.0)
-
-
-def _boot_kendall(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Kendall tau-b of ``(x[idx[b]], y[idx[b]])`` for every bootstrap row ``b`` (NaN if undefined).
-
-    A resample is fully described by the multiplicity ``c_k`` of each original row, so with
-    ``A[k, l] = sign(x_k - x_l) * sign(y_k - y_l)`` the concordant-minus-discordant count is
-    ``c^T A c / 2`` and the tied pairs in x are ``sum_g m_g (m_g - 1) / 2`` over groups of
-    equal x (``m_g`` = resampled rows in the group). That makes tau-b one matrix product.
-    """
-    n = x.size
-    n_boot = idx.shape[0]
-    if n > _KENDALL_MATRIX_MAX_N:
-        out = np.empty(n_boot)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for b in range(n_boot):
-                out[b] = stats.kendalltau(x[idx[b]], y[idx[b]]).statistic
-        return out
-
-    a = (np.sign(x[:, None] - x[None, :]) * np.sign(y[:, None] - y[None, :])).astype(np.float32)
-    gx = np.unique(x, return_inverse=True)[1].ravel()
-    gy = np.unique(y, return_inverse=True)[1].ravel()
-    n_pairs = n * (n - 1) / 2.0
-    out = np.empty(n_boot)
-    offsets = np.arange(_BOOT_BLOCK)[:, None] * n
-    for start in range(0, n_boot, _BOOT_BLOCK):
-        blk = idx[start : start + _BOOT_BLOCK]
-        nb = blk.shape[0]
-        counts = np.bincount((blk + offsets[:nb]).ravel(), minlength=nb * n).reshape(nb, n)
-        counts = counts.astype(np.float32)
-        # entries of counts @ a are integers bounded by n: exact in float32
-        s = 0.5 * np.einsum("ij,ij->i", (counts @ a).astype(np.float64), counts)
-        c64 = counts.astype(np.float64)
-        tx = _tie_pairs(c64, gx)
-        ty = _tie_pairs(c64, gy)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            den = np.sqrt((n_pairs - tx) * (n_pairs - ty))
-            out[start : start + nb] = np.where(den > 0, s / np.where(den > 0, den, 1.0), np.nan)
-    return np.clip(out, -1.0, 1.0)
-
-
-def _percentile_ci(values: np.ndarray, ci: float) -> list[float] | None:
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return None
-    alpha = (1.0 - ci) / 2.0
-    lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
-    return [float(lo), float(hi)]
-
-
-def _point_correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {
-            "pearson": _finite_or_none(stats.pearsonr(x, y).statistic),
-            "spearman": _finite_or_none(stats.spearmanr(x, y).statistic),
-            "kendall": _finite_or_none(stats.kendalltau(x, y, variant="b").statistic),
-        }
-
-
-def _complete_rows(*columns: Sequence[float | None]) -> list[np.ndarray]:
-    """The columns as float arrays, keeping only the rows where every column is finite
-    (``None`` counts as missing)."""
-    if len({len(c) for c in columns}) > 1:
-        raise ValueError(f"columns differ in length: {[len(c) for c in columns]}")
-    arrays = [
-        np.array([np.nan if v is None else float(v) for v in c], dtype=float) for c in columns
-    ]
-    keep = np.logical_and.reduce([np.isfinite(a) for a in arrays])
-    return [a[keep] for a in arrays]
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,65 +64,6 @@ def confusion_matrix(
         if i is not None and j is not None:
             m[i][j] += 1
     return m
-
-
-def correlation_metrics(
-    pred: Sequence[float],
-    gold: Sequence[float],
-    *,
-    scale: tuple[int, int] = (1, 5),
-    n_boot: int = 1000,
-    seed: int = 0,
-    ci: float = 0.95,
-) -> dict[str, Any]:
-    """Pearson/Spearman/Kendall tau-b, RMSE, MAE and rounded accuracy, each with a bootstrap CI.
-
-    Pairs where either side is None/NaN are dropped (``n`` counts the rest). ``accuracy``
-    compares ``round_half_up(clamp(pred, scale))`` with ``round_half_up(gold)`` (golds may be
-    means such as 4.33). ``<metric>_ci`` is a ``[lo, hi]`` percentile bootstrap interval over
-    rows (``n_boot`` resamples, deterministic for a given ``seed``); resamples where a
-    correlation is undefined are left out of its interval. Correlations are ``None`` when
-    ``n < 3`` or either side is constant; every undefined value is ``None``.
-    """
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
-    lo, hi = int(scale[0]), int(scale[1])
-    x, y = _complete_rows(pred, gold)
-    n = int(x.size)
-    out: dict[str, Any] = {"n": n}
-    for name in METRIC_NAMES:
-        out[name] = None
-        out[f"{name}_ci"] = None
-    if n == 0:
-        return out
-
-    err = x - y
-    hit = (round_half_up(np.clip(x, lo, hi)) == round_half_up(y)).astype(float)
-    out["rmse"] = float(np.sqrt(np.mean(err**2)))
-    out["mae"] = float(np.mean(np.abs(err)))
-    out["accuracy"] = float(hit.mean())
-    corr_defined = n >= 3 and not _is_constant(x) and not _is_constant(y)
-    if corr_defined:
-        out.update(_point_correlations(x, y))
-
-    if n_boot <= 0 or n < 2:
-        return out
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    boots: dict[str, np.ndarray] = {
-        "rmse": np.sqrt(np.mean(err[idx] ** 2, axis=1)),
-        "mae": np.mean(np.abs(err)[idx], axis=1),
-        "accuracy": np.mean(hit[idx], axis=1),
-    }
-    if corr_defined:
-        xb, yb = x[idx], y[idx]
-        boots["pearson"] = _rowwise_pearson(xb, yb)
-        boots["spearman"] = _rowwise_pearson(stats.rankdata(xb, axis=1), stats.rankdata(yb, axis=1))
-        boots["kendall"] = _boot_kendall(x, y, idx)
-    for name, values in boots.items():
-        if out[name] is not None:
-            out[f"{name}_ci"] = _percentile_ci(values, ci)
-    return out
 
 
 def _status_key(status: Any) -> str:
@@ -320,7 +149,7 @@ def summarize_predictions(
 
 
 def _rowwise_corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return _rowwise_pearson(np.atleast_2d(x), np.atleast_2d(y))
+    return rowwise_pearson(np.atleast_2d(x), np.atleast_2d(y))
 
 
 def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -345,7 +174,7 @@ def paired_difference(
     fraction of resamples where ``b`` is not above ``a`` (a one-sided bootstrap p-value). Items
     missing either prediction or the gold are dropped; undefined correlations give ``None``.
     """
-    a, b, g = _complete_rows(pred_a, pred_b, gold)
+    a, b, g = complete_rows(pred_a, pred_b, gold)
     n = int(g.size)
     out: dict[str, Any] = {"n": n}
     rng = np.random.default_rng(seed)
@@ -353,13 +182,13 @@ def paired_difference(
     for name, ranks in (("pearson", False), ("spearman", True)):
         res: dict[str, Any] = {"delta": None, "ci": None, "p_not_better": None}
         out[name] = res
-        if n < 3 or _is_constant(a) or _is_constant(b) or _is_constant(g):
+        if n < 3 or is_constant(a) or is_constant(b) or is_constant(g):
             continue
         corr = _rowwise_spearman if ranks else _rowwise_corr
         res["delta"] = float(corr(b, g)[0] - corr(a, g)[0])
         if idx is not None:
             deltas = corr(b[idx], g[idx]) - corr(a[idx], g[idx])
             finite = deltas[np.isfinite(deltas)]
-            res["ci"] = _percentile_ci(deltas, ci)
+            res["ci"] = percentile_ci(deltas, ci)
             res["p_not_better"] = float(np.mean(finite <= 0)) if finite.size else None
     return out

@@ -32,6 +32,7 @@ from realjudge.methods.advantages import (
     probability_reward,
     regression_reward,
 )
+from realjudge.scoring.rail import expected_score
 
 Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
 _AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
@@ -120,15 +121,6 @@ def masked_ce(
     else:
         token_logprobs = token_logprobs_from_logits(logits_or_logprobs, labels)
     return -token_mean(token_logprobs, mask)
-
-
-def _expected_score(probs: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """RAIL prediction ``y_hat = sum_k scores_k * probs_k``: ``[..., K] -> [...]``.
-
-    Same formula as ``realjudge.scoring.rail.expected_score``; with raw (non-renormalised)
-    probabilities it is the authors' variant (mass leaked off the scale counts as score 0).
-    """
-    return (probs * scores.to(device=probs.device, dtype=probs.dtype)).sum(dim=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,7 +422,7 @@ def real_advantages(
     _check_real_shapes(score_probs, scores, gold, group_size)
     probs = score_probs.detach().float()
     gold = gold.detach().to(device=probs.device, dtype=torch.float32)
-    r_reg = regression_reward(_expected_score(probs, scores), gold)
+    r_reg = regression_reward(expected_score(probs, scores), gold)
     adv = _group_advantage(
         r_reg, group_size, cfg.baseline, cfg.normalize_std, cfg.std_eps, cfg.adv_clip
     )
@@ -525,7 +517,7 @@ def real_loss(
 
     probs = score_probs.float()
     gold = gold.to(device=probs.device, dtype=torch.float32)
-    y_hat = _expected_score(probs, scores)  # [N], with grad
+    y_hat = expected_score(probs, scores)  # [N], with grad
     p_gold = probability_reward(probs, gold, scores)  # [N], with grad
 
     # ---- advantages (no grad): given (fixed per rollout batch), or from this pass ----

@@ -36,7 +36,11 @@ def score_distribution(
 
 
 def expected_score(probs: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """``y_hat = sum_k k * p_k`` over the last dimension."""
+    """RAIL prediction ``y_hat = sum_k k * p_k``: ``[..., K] -> [...]`` (differentiable).
+
+    With raw (non-renormalised) probabilities it is the authors' variant: the mass leaked off
+    the scale counts as score 0.
+    """
     return (probs * scores.to(probs.dtype).to(probs.device)).sum(-1)
 
 

@@ -19,8 +19,8 @@ import torch
 from accelerate.utils import gather_object
 
 from realjudge.data.records import JudgeRecord
-from realjudge.evaluate.metrics import correlation_metrics
 from realjudge.inference.rollout import OK
+from realjudge.scoring.agreement import correlation_metrics
 from realjudge.train.examples import Example, chunks, shard
 from realjudge.train.objectives import Context, forward_examples, read_scores
 from realjudge.train.rl import sample_groups

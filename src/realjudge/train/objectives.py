@@ -106,4 +106,38 @@ def score_metrics(
 
 
 def gold_tensor(rows: Sequence[Example], device: torch.device) -> torch.Tensor:
+    """``[N]`` float32 gold scores of ``rows``."""
     return torch.tensor([r.gold for r in rows], dtype=torch.float32, device=device)
+
+
+def mean_metrics(dicts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each key's mean over the dicts that have it (``{}`` for none)."""
+    keys: dict[str, list[float]] = {}
+    for d in dicts:
+        for k, v in d.items():
+            keys.setdefault(k, []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in keys.items()}
+
+
+def mini_batch_prompts(cfg: Any) -> int:
+    """Prompts per optimiser update, over all processes (``mini_batch_size``, RL only; else
+    the whole ``batch_size``)."""
+    return getattr(cfg, "mini_batch_size", None) or cfg.batch_size
+
+
+def check_sizes(cfg: Any, world: int) -> int:
+    """Prompts per process per micro-batch (the update loop's unit, also used to chunk the
+    no-grad passes of RL); raises when the global sizes do not split over ``world``
+    processes and ``grad_accum`` micro-batches."""
+    mini = mini_batch_prompts(cfg)
+    if cfg.batch_size % world or mini % world:
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) and mini_batch_size ({mini}) must divide by the "
+            f"number of processes ({world})"
+        )
+    if (mini // world) % cfg.grad_accum:
+        raise ValueError(
+            f"each process's mini-batch ({mini // world} prompts) must divide into grad_accum "
+            f"({cfg.grad_accum}) micro-batches"
+        )
+    return mini // world // cfg.grad_accum

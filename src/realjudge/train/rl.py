@@ -49,7 +49,15 @@ from realjudge.methods import (
     real_loss,
 )
 from realjudge.train.examples import Example, chunks, derive_seed
-from realjudge.train.objectives import Context, forward_examples, read_scores, score_metrics
+from realjudge.train.objectives import (
+    Context,
+    check_sizes,
+    forward_examples,
+    gold_tensor,
+    mean_metrics,
+    read_scores,
+    score_metrics,
+)
 
 
 @dataclass
@@ -213,7 +221,8 @@ class _RLObjective:
         metrics of :meth:`sampling_forward`."""
         cfg = ctx.cfg
         hook_metrics: list[dict[str, float]] = []
-        for part in chunks(groups, max(1, micro_size(ctx, len(groups)))):
+        micro = check_sizes(cfg, ctx.accelerator.num_processes)
+        for part in chunks(groups, micro):
             rows = self.flat_rows(ctx, part)
             lens = [len(r.response_ids) for r in rows]
             old = ref = None
@@ -229,7 +238,7 @@ class _RLObjective:
                     g.old = [old[i, : lens[i]] for i in range(sl.start, sl.stop)]
                 if ref is not None:
                     g.ref = [ref[i, : lens[i]] for i in range(sl.start, sl.stop)]
-        return _mean_metrics(hook_metrics)
+        return mean_metrics(hook_metrics)
 
     @staticmethod
     def _stack(parts: list[torch.Tensor] | None, width: int, device: torch.device):
@@ -245,21 +254,6 @@ class _RLObjective:
         if groups and groups[0].ref is not None:
             ref = self._stack([t for g in groups for t in g.ref], width, ctx.device)
         return old, ref
-
-
-def _mean_metrics(dicts: Sequence[dict[str, float]]) -> dict[str, float]:
-    keys: dict[str, list[float]] = {}
-    for d in dicts:
-        for k, v in d.items():
-            keys.setdefault(k, []).append(float(v))
-    return {k: sum(v) / len(v) for k, v in keys.items()}
-
-
-def micro_size(ctx: Context, n_local: int) -> int:
-    """Prompts per micro-batch on this process (see the update loop in the trainer)."""
-    cfg, world = ctx.cfg, ctx.accelerator.num_processes
-    mini = getattr(cfg, "mini_batch_size", None) or cfg.batch_size
-    return max(1, mini // world // cfg.grad_accum)
 
 
 class GRPOObjective(_RLObjective):
@@ -288,7 +282,7 @@ class GRPOObjective(_RLObjective):
             dtype=torch.long,
             device=ctx.device,
         )
-        gold = torch.tensor([r.gold for r in rows], dtype=torch.float32, device=ctx.device)
+        gold = gold_tensor(rows, ctx.device)
         old, ref = self._old_ref(ctx, groups, batch.response_len)
         loss, metrics = grpo_loss(
             fwd.token_logprobs,
@@ -360,7 +354,7 @@ class REALObjective(_RLObjective):
         self, ctx: Context, groups: Sequence[PromptGroup], rows: Sequence[Example], fwd: Any
     ) -> dict[str, float]:
         probs, _, _ = read_scores(ctx, fwd.score_logits)
-        gold = torch.tensor([r.gold for r in rows], dtype=torch.float32, device=probs.device)
+        gold = gold_tensor(rows, probs.device)
         return self.fixed_advantages(ctx, groups, probs, gold)[1]
 
     def loss(self, ctx: Context, model: Any, groups: Sequence[PromptGroup]):
@@ -368,7 +362,7 @@ class REALObjective(_RLObjective):
         rows = self.flat_rows(ctx, groups)
         batch, fwd = forward_examples(ctx, model, rows, entropy=cfg.entropy_coef != 0)
         probs, leaked, _ = read_scores(ctx, fwd.score_logits)
-        gold = torch.tensor([r.gold for r in rows], dtype=torch.float32, device=ctx.device)
+        gold = gold_tensor(rows, ctx.device)
         old, ref = self._old_ref(ctx, groups, batch.response_len)
         adv, adv_metrics = self.fixed_advantages(ctx, groups, probs, gold)
         loss, metrics = real_loss(

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from realjudge.data.loaders import load_records
+from realjudge.data.records import JudgeRecord
 from realjudge.scoring.vocab import ScoreVocab
 from realjudge.train.config import CONFIG_FILE, TrainConfig, load_saved_config
 from realjudge.train.evaluation import evaluate
@@ -59,7 +60,13 @@ from realjudge.train.modeling import (
     load_start,
     prepare_for_training,
 )
-from realjudge.train.objectives import Context, forward_examples
+from realjudge.train.objectives import (
+    Context,
+    check_sizes,
+    forward_examples,
+    mean_metrics,
+    mini_batch_prompts,
+)
 from realjudge.train.rl import GRPOObjective, REALObjective
 from realjudge.train.supervised import RAFTObjective, SFTObjective, TRACTObjective
 
@@ -131,43 +138,134 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     )
 
 
-def check_sizes(cfg: TrainConfig, world: int) -> int:
-    """Prompts per process per micro-batch; raises when the global sizes do not split."""
-    mini = getattr(cfg, "mini_batch_size", None) or cfg.batch_size
-    if cfg.batch_size % world or mini % world:
-        raise ValueError(
-            f"batch_size ({cfg.batch_size}) and mini_batch_size ({mini}) must divide by the "
-            f"number of processes ({world})"
-        )
-    if (mini // world) % cfg.grad_accum:
-        raise ValueError(
-            f"each process's mini-batch ({mini // world} prompts) must divide into grad_accum "
-            f"({cfg.grad_accum}) micro-batches"
-        )
-    return mini // world // cfg.grad_accum
-
-
 def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
     """Train ``cfg.method`` as configured; returns a :class:`TrainResult`.
 
     ``stop_after``: stop (without exporting) once this many steps are done, as if the run had
     been killed right after its checkpoint -- used to test resuming.
     """
+    run = set_up(cfg)
+    result = TrainResult(out=run.out, step=run.start)
+    bar = progress_bar(run)
+    for step in range(run.start, cfg.max_steps):
+        t0 = time.perf_counter()
+        items, prep_metrics = rollout(run, step)  # tokenise; RL: sample the rollouts
+        t1 = time.perf_counter()
+        update_metrics = update(run, items)  # passes x mini-batches x micro-batches
+        metrics = step_metrics(run, items, prep_metrics, update_metrics, t0, t1)
+        done = step + 1
+        last = done == cfg.max_steps
+        result.step, result.last_metrics = done, metrics
+
+        if done % cfg.logging_steps == 0 or last:
+            log_metrics(run, metrics, done)
+        show(bar, metrics)
+        if run.eval_records and cfg.eval_steps and done % cfg.eval_steps == 0 and not last:
+            log_metrics(run, prefixed("eval/", evaluate_now(run, done)), done)  # last: finish()
+        if cfg.save_steps and (done % cfg.save_steps == 0 or last):
+            save_checkpoint(run.acc, cfg, done)
+        if stop_after is not None and done >= stop_after and not last:
+            result.interrupted = True
+            break
+    bar.close()
+
+    if not result.interrupted:
+        finish(run, result)  # final evaluation, metrics.json, the exported model
+    run.acc.end_training()
+    _release(run.acc)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# set-up
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What the loop of :func:`train` works with (built by :func:`set_up`).
+
+    ``micro``: prompts per process in one micro-batch; ``start``: the first step to run (the
+    checkpoint's step after a resume, else 0)."""
+
+    cfg: TrainConfig
+    acc: Any
+    ctx: Context
+    model: Any
+    tokenizer: Any
+    optimizer: Any
+    scheduler: Any
+    objective: Any
+    train_records: list[JudgeRecord]
+    eval_records: list[JudgeRecord]
+    micro: int
+    start: int
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+
+def set_up(cfg: TrainConfig) -> Run:
+    """Accelerator, model, data, objective, optimiser and schedule, prepared by accelerate and
+    restored from the checkpoint to resume from (if any); the objective's one-off set-up
+    (TRACT stage 2: regenerate the CoTs) and the trackers."""
     acc = make_accelerator(cfg)
-    out = Path(cfg.out)
-    world, rank = acc.num_processes, acc.process_index
-    micro = check_sizes(cfg, world)
+    micro = check_sizes(cfg, acc.num_processes)
     _check_accumulation(acc, cfg)
     resume_from = _resume_point(cfg, acc)
 
-    # ---- model, data, score vocabulary ----
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
+    model, tokenizer = build_model(cfg)
+    train_records, eval_records, scale = load_data(cfg)
+    vocab = ScoreVocab.from_tokenizer(tokenizer, cfg.fmt, scale)
+    encoder = Encoder(tokenizer, vocab, cfg.fmt, cfg.max_prompt_tokens, cfg.max_new_tokens)
+    objective = make_objective(cfg)
+    ref_model = None
+    if getattr(cfg, "kl_coef", 0.0) and not cfg.lora:  # frozen copy of the starting policy
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer, scheduler = build_optimizer(cfg, model, objective.passes)
+
+    _deepspeed_batch_hint(acc, micro)
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    _check_accumulation(acc, cfg)  # DeepSpeed may impose its own value in prepare
+    ctx = Context(cfg, acc, tokenizer, encoder, vocab, scale)
+    ctx.ref_logprobs_fn = _reference_fn(ctx, model, ref_model)
+    start = restore(acc, cfg, resume_from)
+
+    if hasattr(objective, "setup"):
+        objective.setup(ctx, model, train_records, records_visited(cfg, len(train_records)))
+    acc.init_trackers("realjudge", config=_tracker_config(cfg), init_kwargs=_tracker_kwargs(cfg))
+    return Run(
+        cfg=cfg,
+        acc=acc,
+        ctx=ctx,
+        model=model,
+        tokenizer=tokenizer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        objective=objective,
+        train_records=train_records,
+        eval_records=eval_records,
+        micro=micro,
+        start=start,
+    )
+
+
+def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
+    """The starting model (``model`` or ``init_from``), frozen / LoRA-wrapped as configured,
+    and its tokenizer (given a pad token when it has none)."""
     model, tokenizer = load_start(cfg)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = prepare_for_training(model, cfg)
+    return prepare_for_training(model, cfg), tokenizer
+
+
+def load_data(cfg: TrainConfig) -> tuple[list[JudgeRecord], list[JudgeRecord], tuple[int, int]]:
+    """Training records, evaluation records (none without ``eval_data`` / ``eval_limit``) and
+    the score scale of the training data; bad records raise before any work."""
     train_records = load_records(
         cfg.data, cfg.data_split, limit=cfg.data_limit, seed=cfg.seed
     ).records
@@ -178,15 +276,12 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
             cfg.eval_data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed
         ).records
         check_records(eval_records, f"eval data {cfg.eval_data}")
-    vocab = ScoreVocab.from_tokenizer(tokenizer, cfg.fmt, scale)
-    encoder = Encoder(tokenizer, vocab, cfg.fmt, cfg.max_prompt_tokens, cfg.max_new_tokens)
-    objective = make_objective(cfg)
+    return train_records, eval_records, scale
 
-    ref_model = None
-    if getattr(cfg, "kl_coef", 0.0) and not cfg.lora:  # frozen copy of the starting policy
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
-    # ---- optimiser, schedule, accelerate ----
+def build_optimizer(cfg: TrainConfig, model: Any, passes: int) -> tuple[Any, Any]:
+    """AdamW over the trainable parameters and the learning-rate schedule, which steps once
+    per optimiser update (``passes`` x mini-batches per step)."""
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -197,8 +292,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
         eps=cfg.adam_eps,
         weight_decay=cfg.weight_decay,
     )
-    mini = getattr(cfg, "mini_batch_size", None) or cfg.batch_size
-    updates_per_step = objective.passes * (cfg.batch_size // mini)
+    updates_per_step = passes * (cfg.batch_size // mini_batch_prompts(cfg))
     scheduler = get_scheduler(
         # transformers' "constant" ignores warm-up; its warm-up variant has another name
         "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler,
@@ -206,12 +300,13 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
         num_warmup_steps=cfg.warmup_steps,
         num_training_steps=cfg.max_steps * updates_per_step,
     )
-    _deepspeed_batch_hint(acc, micro)
-    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    _check_accumulation(acc, cfg)  # DeepSpeed may impose its own value in prepare
-    ctx = Context(cfg, acc, tokenizer, encoder, vocab, scale)
-    ctx.ref_logprobs_fn = _reference_fn(ctx, model, ref_model)
+    return optimizer, scheduler
 
+
+def restore(acc: Any, cfg: TrainConfig, resume_from: Path | None) -> int:
+    """Load the checkpoint to resume from (if any) and return its step; write the run's
+    config and drop log lines of steps that will be redone."""
+    out = Path(cfg.out)
     start = 0
     if resume_from is not None:
         acc.load_state(str(resume_from))
@@ -222,105 +317,121 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
         cfg.save(out)  # the settings of the latest (re)start; each checkpoint keeps its own
     _trim_log(acc, out / LOG_FILE, start)
     acc.wait_for_everyone()
+    return start
 
-    if hasattr(objective, "setup"):
-        n_total = min(len(train_records), cfg.max_steps * cfg.batch_size)
-        needed = (
-            sorted(
-                {
-                    i
-                    for s in range(cfg.max_steps)
-                    for i in global_batch_indices(len(train_records), s, cfg.batch_size, cfg.seed)
-                }
-            )
-            if n_total < len(train_records)
-            else list(range(len(train_records)))
-        )
-        objective.setup(ctx, model, train_records, needed)
 
-    acc.init_trackers("realjudge", config=_tracker_config(cfg), init_kwargs=_tracker_kwargs(cfg))
+def records_visited(cfg: TrainConfig, n: int) -> list[int]:
+    """Indices of the ``n`` training records that the run's ``max_steps`` steps use."""
+    if cfg.max_steps * cfg.batch_size >= n:
+        return list(range(n))
+    steps = range(cfg.max_steps)
+    return sorted({i for s in steps for i in global_batch_indices(n, s, cfg.batch_size, cfg.seed)})
 
-    # ---- the loop ----
+
+def progress_bar(run: Run) -> Any:
     from tqdm.auto import tqdm
 
-    bar = tqdm(
-        total=cfg.max_steps,
-        initial=start,
-        disable=not acc.is_main_process,
-        desc=f"{cfg.method}",
+    return tqdm(
+        total=run.cfg.max_steps,
+        initial=run.start,
+        disable=not run.acc.is_main_process,
+        desc=f"{run.cfg.method}",
         dynamic_ncols=True,
     )
-    result = TrainResult(out=out, step=start)
-    step = start
-    for step in range(start, cfg.max_steps):
-        t0 = time.perf_counter()
-        torch.manual_seed(derive_seed("step", cfg.seed, step, rank))  # dropout etc.
-        indices = shard(
-            global_batch_indices(len(train_records), step, cfg.batch_size, cfg.seed), rank, world
-        )
-        model.train()
-        items, prep_metrics = objective.prepare(
-            ctx, model, [(i, train_records[i]) for i in indices], step
-        )
-        t1 = time.perf_counter()
-        metrics = run_updates(acc, ctx, model, optimizer, scheduler, objective, items, micro)
-        t2 = time.perf_counter()
-        metrics.update(prep_metrics)
-        metrics["train/tokens"] = float(objective.passes * sum(item_tokens(x) for x in items))
-        metrics["time/prepare_s"] = t1 - t0
-        metrics["time/update_s"] = t2 - t1
-        metrics = mean_over_processes(metrics)
-        metrics["lr"] = float(scheduler.get_last_lr()[0])
-        metrics["time/step_s"] = time.perf_counter() - t0
-        done = step + 1
-        result.step, result.last_metrics = done, metrics
 
-        if done % cfg.logging_steps == 0 or done == cfg.max_steps:
-            _log(acc, out, metrics, done)
-        bar.update(1)
-        bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("loss", "reward/mean") if k in metrics})
-        if eval_records and cfg.eval_steps and done % cfg.eval_steps == 0 and done < cfg.max_steps:
-            ev = evaluate(ctx, model, eval_records, cfg.resolved_eval_mode, step=done)
-            _log(acc, out, {f"eval/{k}": v for k, v in ev.items()}, done)
-        if cfg.save_steps and (done % cfg.save_steps == 0 or done == cfg.max_steps):
-            save_checkpoint(acc, cfg, done)
-        if stop_after is not None and done >= stop_after and done < cfg.max_steps:
-            result.interrupted = True
-            break
-    bar.close()
 
-    if not result.interrupted:
-        if eval_records:
-            result.final_eval = evaluate(
-                ctx, model, eval_records, cfg.resolved_eval_mode, step=result.step
-            )
-            _log(acc, out, {f"eval/{k}": v for k, v in result.final_eval.items()}, result.step)
-        summary = {
-            "method": cfg.method,
-            "steps": result.step,
-            "final_eval": result.final_eval,
-            "last_train_metrics": result.last_metrics,
-        }
-        meta = {
-            "method": cfg.method,
-            "format": cfg.fmt,
-            "rail_normalize": cfg.rail_normalize,
-            "scale": list(scale),
-            "cue_text": vocab.cue_text,
-            "base_model": cfg.model,
-            "init_from": cfg.init_from,
-            "steps": result.step,
-            "final_eval": result.final_eval,
-            "config": cfg.to_dict(),
-        }
-        if cfg.digest_params:
-            summary["param_digests"] = param_digests(acc, model)
-        if acc.is_main_process:
-            (out / METRICS_FILE).write_text(json.dumps(_jsonable(summary), indent=2))
-        export(acc, model, tokenizer, cfg, _jsonable(meta))
-    acc.end_training()
-    _release(acc)
-    return result
+# ---------------------------------------------------------------------------------------------
+# one step: rollout, update, metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def rollout(run: Run, step: int) -> tuple[list[Any], dict[str, float]]:
+    """The items of ``step`` on this process: its share of the step's records (deterministic
+    in ``(seed, step)``) through ``objective.prepare`` -- tokenised, and for RL with ``G``
+    rollouts sampled per prompt (seeded by seed/step/rank)."""
+    cfg, acc = run.cfg, run.acc
+    torch.manual_seed(derive_seed("step", cfg.seed, step, acc.process_index))  # dropout etc.
+    indices = shard(
+        global_batch_indices(len(run.train_records), step, cfg.batch_size, cfg.seed),
+        acc.process_index,
+        acc.num_processes,
+    )
+    run.model.train()
+    return run.objective.prepare(
+        run.ctx, run.model, [(i, run.train_records[i]) for i in indices], step
+    )
+
+
+def update(run: Run, items: Sequence[Any]) -> dict[str, float]:
+    """The optimiser updates of one step (see :func:`run_updates`)."""
+    return run_updates(
+        run.acc, run.ctx, run.model, run.optimizer, run.scheduler, run.objective, items, run.micro
+    )
+
+
+def step_metrics(
+    run: Run,
+    items: Sequence[Any],
+    prep_metrics: dict[str, float],
+    update_metrics: dict[str, float],
+    t0: float,
+    t1: float,
+) -> dict[str, float]:
+    """The step's metrics, averaged over the processes: the update's and the rollout's, the
+    tokens trained on, the learning rate and the times (``t0``: step start, ``t1``: rollout
+    done)."""
+    t2 = time.perf_counter()
+    metrics = dict(update_metrics)
+    metrics.update(prep_metrics)
+    metrics["train/tokens"] = float(run.objective.passes * sum(item_tokens(x) for x in items))
+    metrics["time/prepare_s"] = t1 - t0
+    metrics["time/update_s"] = t2 - t1
+    metrics = mean_over_processes(metrics)
+    metrics["lr"] = float(run.scheduler.get_last_lr()[0])
+    metrics["time/step_s"] = time.perf_counter() - t0
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation and the end of a run
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_now(run: Run, step: int) -> dict[str, float]:
+    """Evaluate on ``eval_records`` in ``eval_mode`` (collective)."""
+    return evaluate(run.ctx, run.model, run.eval_records, run.cfg.resolved_eval_mode, step=step)
+
+
+def finish(run: Run, result: TrainResult) -> None:
+    """Final evaluation (logged), ``metrics.json`` and the exported model with its
+    ``realjudge.json`` (collective)."""
+    cfg, acc, ctx = run.cfg, run.acc, run.ctx
+    if run.eval_records:
+        result.final_eval = evaluate_now(run, result.step)
+        log_metrics(run, prefixed("eval/", result.final_eval), result.step)
+    summary = {
+        "method": cfg.method,
+        "steps": result.step,
+        "final_eval": result.final_eval,
+        "last_train_metrics": result.last_metrics,
+    }
+    meta = {
+        "method": cfg.method,
+        "format": cfg.fmt,
+        "rail_normalize": cfg.rail_normalize,
+        "scale": list(ctx.scale),
+        "cue_text": ctx.vocab.cue_text,
+        "base_model": cfg.model,
+        "init_from": cfg.init_from,
+        "steps": result.step,
+        "final_eval": result.final_eval,
+        "config": cfg.to_dict(),
+    }
+    if cfg.digest_params:
+        summary["param_digests"] = param_digests(acc, run.model)
+    if acc.is_main_process:
+        (run.out / METRICS_FILE).write_text(json.dumps(_jsonable(summary), indent=2))
+    export(acc, run.model, run.tokenizer, cfg, _jsonable(meta))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +484,7 @@ def run_updates(
                 optimizer.step()
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-    metrics = average(first_pass)
+    metrics = mean_metrics(first_pass)
     metrics["updates/skipped_nonfinite"] = float(skipped)
     if grad_norms:
         finite = [g for g in grad_norms if math.isfinite(g)]
@@ -418,21 +529,13 @@ def grad_norm(acc: Any, model: Any, max_norm: float) -> float | None:
     return float(norm.item() if isinstance(norm, torch.Tensor) else norm)
 
 
-def average(dicts: Sequence[dict[str, float]]) -> dict[str, float]:
-    keys: dict[str, list[float]] = {}
-    for d in dicts:
-        for k, v in d.items():
-            keys.setdefault(k, []).append(float(v))
-    return {k: sum(v) / len(v) for k, v in keys.items()}
-
-
 def mean_over_processes(metrics: dict[str, float]) -> dict[str, float]:
     """Average each metric over the processes (every process holds an equal share); counts
     (``*_count``) are summed."""
     from accelerate.utils import gather_object
 
     every = gather_object([metrics])
-    out = average(every)
+    out = mean_metrics(every)
     for k in out:
         if k.endswith("_count") or k == "updates/skipped_nonfinite":
             out[k] = sum(float(d.get(k, 0.0)) for d in every)
@@ -550,11 +653,22 @@ def _deepspeed_batch_hint(acc: Any, micro: int) -> None:
             ds["train_micro_batch_size_per_gpu"] = micro
 
 
-def _log(acc: Any, out: Path, metrics: dict[str, float], step: int) -> None:
-    acc.log(metrics, step=step)
-    if acc.is_main_process:
-        with (out / LOG_FILE).open("a") as f:
+def log_metrics(run: Run, metrics: dict[str, float], step: int) -> None:
+    """To the trackers and (main process) a line of ``train_log.jsonl``."""
+    run.acc.log(metrics, step=step)
+    if run.acc.is_main_process:
+        with (run.out / LOG_FILE).open("a") as f:
             f.write(json.dumps(_jsonable({"step": step, **metrics})) + "\n")
+
+
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def show(bar: Any, metrics: dict[str, float]) -> None:
+    """Advance the progress bar, showing the loss (and the mean reward of RL)."""
+    bar.update(1)
+    bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("loss", "reward/mean") if k in metrics})
 
 
 def _trim_log(acc: Any, path: Path, start: int) -> None:
