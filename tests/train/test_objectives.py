@@ -203,3 +203,48 @@ def test_grpo_sampled_rollouts_run(setup):
     metrics = update()
     # a random model writes no score: reward 0 everywhere, zero advantages, zero loss
     assert metrics["reward/mean"] == 0.0 and metrics["parse_fail_frac"] == 1.0
+
+
+def test_grpo_rewards_a_readable_score_whatever_its_tokenisation(setup, tokenizer):
+    """A rollout that wrote its score after a re-tokenized cue ("[RESULT]4": no token boundary
+    after "[RESULT] ") or after a cue followed by other text ("[RESULT]  4") is rewarded for the
+    score evaluation's parser reads, like one with the canonical score token; a rollout
+    without a verdict gets 0."""
+    from realjudge.inference.judge import parse_score
+    from realjudge.inference.rollout import FORCED_CUE, RETOKENIZED_CUE
+    from realjudge.train.rl import read_rollout
+
+    cfg, ctx, model, objective, items, update = setup("grpo", num_generations=4)
+    stops = {tokenizer.eos_token_id}
+    groups, kinds = [], []
+    for g in items:
+        gold = round(g.gold)
+        texts = [
+            f"Feedback: fine. [RESULT]{gold}",  # re-tokenized cue
+            f"Feedback: fine. [RESULT]  {gold}",  # canonical cue, then a space token
+            f"Feedback: fine. [RESULT] {gold}",  # canonical cue and score token
+            "Feedback: no verdict at all",  # forced cue
+        ]
+        rolls = []
+        for text in texts:
+            r = read_rollout(ctx, ctx.encoder.encode(text) + [tokenizer.eos_token_id], stops)
+            assert r.written_score == parse_score(text, ctx.scale)  # evaluation's reading
+            rolls.append(r)
+        kinds.append([(r.status, r.sampled_score, r.written_score) for r in rolls])
+        groups.append(PromptGroup(g.prompt_ids, g.gold, rolls))
+    for gold, kind in zip((round(g.gold) for g in items), kinds, strict=True):
+        assert kind == [
+            (RETOKENIZED_CUE, None, gold),
+            (OK, None, gold),
+            (OK, gold, gold),
+            (FORCED_CUE, None, None),
+        ]
+    items[:] = groups
+    rows = objective.flat_rows(ctx, groups)
+    # only the canonical score token is part of the response; the rewritten cue is not credited
+    retok = rows[0]
+    assert retok.loss_len == groups[0].rollouts[0].n_sampled < len(retok.response_ids)
+    assert rows[2].loss_len == len(rows[2].response_ids) == groups[0].rollouts[2].n_sampled + 1
+    metrics = update()
+    assert metrics["reward/mean"] == pytest.approx(0.75)
+    assert metrics["parse_fail_frac"] == pytest.approx(0.25)

@@ -72,6 +72,7 @@ from realjudge.inference.rollout import (
     finish_rollout,
     sample,
     stop_token_ids,
+    written_text,
 )
 from realjudge.scoring.prompts import DEFAULT_SYSTEM, get_format, render_prompt
 from realjudge.scoring.rail import score_distribution
@@ -454,12 +455,7 @@ class TransformersBackend:
         return outcomes
 
     def _full_text(self, generated: Sequence[int]) -> str:
-        ids = list(generated)
-        for j, t in enumerate(ids):
-            if t in self.stop_ids:
-                ids = ids[:j]
-                break
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return written_text(generated, self.tokenizer, self.stop_ids)
 
 
 # ------------------------------------------------------------------------------------------

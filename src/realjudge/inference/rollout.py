@@ -4,6 +4,12 @@ A rollout is kept up to and including the cue; the score is then read from the d
 at that position (RAIL) or from the token the model sampled there (decode). A rollout that
 never wrote the cue gets it appended -- counted in ``status``, never a crash -- and the appended
 tokens are not part of what the policy sampled (``n_sampled``).
+
+The score a rollout wrote is the score token right after a canonically tokenized cue
+(``sampled_score``); when there is none (the cue was re-tokenized or forced, or other text
+follows it), callers may set ``parsed_score`` from the free-text parser over
+:func:`written_text`, as evaluation's decode mode does -- :attr:`Rollout.written_score` is
+then the first of the two that exists.
 """
 
 from __future__ import annotations
@@ -28,6 +34,12 @@ class Rollout:
     status: str  # ok | forced_cue | retokenized_cue
     sampled_score: int | None  # the score token the model wrote after the cue, if any
     feedback: str  # decoded response_ids
+    parsed_score: int | None = None  # the score the parser read in written_text, if set
+
+    @property
+    def written_score(self) -> int | None:
+        """The score the model wrote: its score token after the cue, else the parsed one."""
+        return self.sampled_score if self.sampled_score is not None else self.parsed_score
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> set[int]:
@@ -39,6 +51,17 @@ def stop_token_ids(tokenizer: Any, model: Any = None) -> set[int]:
         elif eos is not None:
             ids.update(int(e) for e in eos)
     return ids
+
+
+def written_text(generated: Sequence[int], tokenizer: Any, stop_ids: set[int]) -> str:
+    """The whole text of a sampled continuation, up to its first end token (special tokens
+    skipped): what a free-text score parser reads."""
+    ids = list(generated)
+    for j, t in enumerate(ids):
+        if t in stop_ids:
+            ids = ids[:j]
+            break
+    return tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def finish_rollout(

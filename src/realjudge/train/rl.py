@@ -14,8 +14,13 @@ gives the CoT token log-probs and the logits at the score position:
   :class:`PromptGroup` and reused by every later pass -- no forward pass is added. The
   refinement term always uses the current forward's distribution.
 * GRPO: the sampled score token is part of the response and of the PG loss; reward
-  ``1[sampled score == round(y)]`` -> :func:`realjudge.methods.grpo_loss`. The reward depends
-  only on the sampled tokens, so its advantages are the same on every pass.
+  ``1[written score == round(y)]`` -> :func:`realjudge.methods.grpo_loss`. The written score is
+  the score token right after the cue, or -- when the cue was re-tokenized or forced, or other
+  text follows it -- the score evaluation's parser
+  (:func:`realjudge.inference.judge.parse_score`) reads in the rollout's whole text, so a
+  readable score earns its reward whatever its tokenisation (such a rollout's PG loss covers
+  the CoT the model sampled before the cue). The reward depends only on the sampled tokens, so
+  its advantages are the same on every pass.
 
 Rows are laid out group-major (the ``G`` rollouts of a prompt next to each other), as the
 advantage functions expect; micro-batches hold whole groups.
@@ -32,6 +37,7 @@ from typing import Any
 import torch
 
 from realjudge.data.records import JudgeRecord
+from realjudge.inference.judge import parse_score
 from realjudge.inference.rollout import (
     FORCED_CUE,
     OK,
@@ -40,6 +46,7 @@ from realjudge.inference.rollout import (
     finish_rollout,
     sample,
     stop_token_ids,
+    written_text,
 )
 from realjudge.methods import (
     UNPARSABLE,
@@ -146,23 +153,34 @@ def sample_groups(
             generated += sum(_generated_length(o, stops | {ctx.pad_id}) for o in outs)
             for j, rec in enumerate(part):
                 rolls = [
-                    finish_rollout(o, ctx.tokenizer, ctx.vocab, stops)
-                    for o in outs[j * group_size : (j + 1) * group_size]
+                    read_rollout(ctx, o, stops) for o in outs[j * group_size : (j + 1) * group_size]
                 ]
                 groups.append(PromptGroup(prompts[j], float(rec.gold), rolls))
     flat = [r for g in groups for r in g.rollouts]
     n = max(1, len(flat))
+    parsed = sum(r.sampled_score is None and r.parsed_score is not None for r in flat)
     stats = {
         "rollout/len_mean": sum(r.n_sampled for r in flat) / n,
         "rollout/len_max": float(max((r.n_sampled for r in flat), default=0)),
         "rollout/forced_cue_rate": sum(r.status == FORCED_CUE for r in flat) / n,
         "rollout/retokenized_cue_rate": sum(r.status == RETOKENIZED_CUE for r in flat) / n,
         "rollout/score_written_rate": sum(r.sampled_score is not None for r in flat) / n,
+        "rollout/score_parsed_rate": parsed / n,
         "rollout/forced_cue_count": float(sum(r.status != OK for r in flat)),
         "rollout/tokens": float(generated),
         "time/rollout_s": time.perf_counter() - t0,
     }
     return groups, stats
+
+
+def read_rollout(ctx: Context, generated: Sequence[int], stops: set[int]) -> Rollout:
+    """One sampled continuation cut at its cue (:func:`finish_rollout`); when no score token
+    follows a canonical cue, ``parsed_score`` is what evaluation's parser reads in its whole
+    text (:func:`realjudge.inference.judge.parse_score`, on the data's scale)."""
+    r = finish_rollout(generated, ctx.tokenizer, ctx.vocab, stops)
+    if r.sampled_score is None:
+        r.parsed_score = parse_score(written_text(generated, ctx.tokenizer, stops), ctx.scale)
+    return r
 
 
 def _generated_length(ids: Sequence[int], stops: set[int]) -> int:
@@ -257,7 +275,8 @@ class _RLObjective:
 
 
 class GRPOObjective(_RLObjective):
-    """Binary exact-match reward on the sampled score; PG over CoT + score token."""
+    """Binary exact-match reward on the written score (:attr:`Rollout.written_score`); PG over
+    the sampled CoT + score token (the CoT before the cue when the cue was rewritten)."""
 
     def rows(self, ctx: Context, group: PromptGroup) -> list[Example]:
         rows = []
@@ -275,7 +294,7 @@ class GRPOObjective(_RLObjective):
         batch, fwd = forward_examples(ctx, model, rows, entropy=cfg.entropy_coef != 0)
         decoded = torch.tensor(
             [
-                r.sampled_score if r.sampled_score is not None else UNPARSABLE
+                r.written_score if r.written_score is not None else UNPARSABLE
                 for g in groups
                 for r in g.rollouts
             ],
