@@ -65,3 +65,47 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def run_until_killed(tmp_path):
+    """``run(args, point)``: run ``python -m realjudge ARGS`` until training reaches the named
+    pause point (``REALJUDGE_TEST_PAUSE_AT``, see
+    :func:`realjudge.train.trainer.pause_for_tests`), then SIGKILL it -- no clean-up, no
+    ``atexit``, as when a machine or a scheduler kills a job. Torch runs on one thread, as the
+    tests' in-process runs do, so their numbers can be compared bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from realjudge.train.trainer import PAUSE_ENV, PAUSE_FLAG_ENV
+
+    def run(args: list[str], point: str, timeout: float = 600) -> None:
+        flag = tmp_path / f"paused-{point.replace('/', '-')}"
+        env = {**os.environ, PAUSE_ENV: point, PAUSE_FLAG_ENV: str(flag), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "realjudge", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while not flag.is_file():
+                if proc.poll() is not None:
+                    pytest.fail(f"the run ended before {point}: {proc.stderr.read()[-2000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the run did not reach {point} in {timeout} s")
+                time.sleep(0.1)
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+
+    return run

@@ -201,9 +201,30 @@ def test_warmup_then_constant_learning_rate(tmp_path):
 
 
 def test_resume_without_a_checkpoint_is_refused(tmp_path):
-    train(quick_config("raft", tmp_path, max_steps=1))  # save_steps=0: no checkpoint
+    train(quick_config("raft", tmp_path, max_steps=1, save_steps=0, save_final=False))
+    assert not (tmp_path / "raft" / "checkpoints").exists()
     with pytest.raises(RunExistsError, match="no complete checkpoint"):
         train(quick_config("raft", tmp_path, max_steps=2, resume=True))
+
+
+def test_a_finished_run_keeps_a_final_checkpoint_and_extends_like_a_longer_run(tmp_path):
+    """By default a run ends with a checkpoint: resumed with a larger ``max_steps`` it ends
+    where a run of that length does (constant learning rate, so the schedule agrees)."""
+    short = train(quick_config("sft", tmp_path, name="ext", max_steps=2))
+    ckpts = sorted(p.name for p in (short.out / "checkpoints").iterdir())
+    assert ckpts == ["step-000002"]
+    extended = train(quick_config("sft", tmp_path, name="ext", max_steps=3, resume=True))
+    full = train(quick_config("sft", tmp_path, name="full", max_steps=3))
+    assert extended.step == 3 and weights_digest(extended.out) == weights_digest(full.out)
+
+
+def test_save_total_limit_keeps_the_newest_complete_checkpoints(tmp_path):
+    from realjudge.train.modeling import latest_checkpoint
+
+    res = train(quick_config("raft", tmp_path, max_steps=4, save_steps=1, save_total_limit=2))
+    names = sorted(p.name for p in (res.out / "checkpoints").iterdir())
+    assert names == ["step-000003", "step-000004"]  # no partial dirs left either
+    assert latest_checkpoint(res.out).name == "step-000004"
 
 
 def test_exported_model_is_a_judge(tmp_path):
@@ -222,3 +243,43 @@ def test_exported_model_is_a_judge(tmp_path):
 def test_tracker_logs_tensorboard_events(tmp_path):
     res = train(quick_config("sft", tmp_path, max_steps=1, report_to="tensorboard"))
     assert list((res.out / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_only_complete_checkpoints_count_and_leftovers_are_removed(tmp_path):
+    from realjudge.train.modeling import (
+        discard_incomplete_checkpoints,
+        latest_checkpoint,
+    )
+
+    root = tmp_path / "checkpoints"
+    for name, complete in [
+        ("step-000001", True),
+        ("step-000002", True),
+        (".partial-step-000003", True),  # state file written, the rename never happened
+        ("step-000004", False),  # a directory of the old, non-atomic writes, cut short
+        ("step-000005.bak", True),  # not a checkpoint name
+    ]:
+        (root / name).mkdir(parents=True)
+        if complete:
+            (root / name / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path).name == "step-000002"
+    gone = discard_incomplete_checkpoints(tmp_path)
+    assert sorted(p.name for p in gone) == [".partial-step-000003", "step-000004"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "step-000001",
+        "step-000002",
+        "step-000005.bak",
+    ]
+
+
+def test_resume_drops_redone_and_torn_log_lines(tmp_path):
+    from types import SimpleNamespace
+
+    from realjudge.train.trainer import _trim_log
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n{"step": 3, "lo')
+    _trim_log(SimpleNamespace(is_main_process=True), log, 2)
+    assert log.read_text() == '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n'
+    _trim_log(SimpleNamespace(is_main_process=True), log, 1)
+    assert log.read_text() == '{"step": 1, "loss": 1.0}\n'

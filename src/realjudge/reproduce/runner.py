@@ -13,6 +13,15 @@ Configs are compared with ``OUT`` written as ``{out}``, so finished work can als
 from another reproduce directory (``--reuse DIR``): a sweep over REAL's knobs reuses the main
 comparison's TRACT and RAFT runs instead of training them again.
 
+A training run cut short (the process killed) resumes mid-run: it writes a checkpoint every
+``save_steps`` steps (the training preset's, else the :class:`~realjudge.train.TrainConfig`
+default), and the next ``reproduce`` continues it from the latest complete one when it was
+started with the same settings -- ending on the weights, and so the ``results.json`` numbers,
+of an uninterrupted run. The keys that only decide checkpointing and restarting
+(:data:`RESTART_KEYS`) are left out of the fingerprints. Once a run is exported and recorded
+as finished its ``checkpoints/`` are removed (the exported model is what the evaluations and
+warm starts use). The training time recorded for a resumed run is that of its last attempt.
+
 Layout of ``OUT``::
 
     data/                       prepared data (the Vicuna split)
@@ -250,7 +259,9 @@ def train_overrides(
         "data": _fill(exp.train_data, data_dir),
         "data_split": exp.train_split,
         "report_to": "tensorboard",
-        "save_steps": 0,
+        # periodic checkpoints (save_steps) make a killed run resumable; a finished one is
+        # exported and never resumed here
+        "save_final": False,
         **exp.common,
         **run.overrides,
         "max_steps": run.max_steps,
@@ -284,6 +295,24 @@ def portable(fingerprint: Any, root: Path) -> Any:
     return json.loads(text)
 
 
+#: Training keys that decide how a run is checkpointed and restarted, not what it trains:
+#: left out of the fingerprints, so that finished work matches whatever they were.
+RESTART_KEYS = ("resume", "overwrite", "save_steps", "save_final", "save_total_limit")
+
+
+def train_fingerprint(config: dict[str, Any], root: Path) -> Any:
+    """The portable fingerprint of a training run with ``config`` (see :func:`portable`),
+    without :data:`RESTART_KEYS`."""
+    return _without_restart_keys(portable({"config": config}, root))
+
+
+def _without_restart_keys(fingerprint: Any) -> Any:
+    config = fingerprint.get("config") if isinstance(fingerprint, dict) else None
+    if not isinstance(config, dict):
+        return fingerprint
+    return {**fingerprint, "config": {k: v for k, v in config.items() if k not in RESTART_KEYS}}
+
+
 def _finished(path: Path, wanted: Any, home: Path) -> float | None:
     """The seconds the finished work recorded at ``path`` took, if it was done with the
     portable fingerprint ``wanted``; ``None``: not done, or done differently. ``home`` is the
@@ -292,7 +321,7 @@ def _finished(path: Path, wanted: Any, home: Path) -> float | None:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    same = portable(saved.get("fingerprint"), home) == wanted
+    same = _without_restart_keys(portable(saved.get("fingerprint"), home)) == wanted
     return float(saved.get("seconds", 0.0)) if same else None
 
 
@@ -363,6 +392,7 @@ def train_run(
     same config, or a ``reuse`` dir does; returns the model dir and the training time (of the
     original run when reused)."""
     from realjudge.train.config import build_config
+    from realjudge.train.modeling import CHECKPOINTS
     from realjudge.train.trainer import train
 
     cfg = build_config(
@@ -370,11 +400,15 @@ def train_run(
         preset=exp.train_preset,
         overrides=train_overrides(exp, run, seed, out, init, data_dir),
     )
-    wanted = portable({"config": cfg.to_dict()}, root)
+    wanted = train_fingerprint(cfg.to_dict(), root)
     done = _done_before(out, root, reuse, wanted)
     if done is not None:
         return out, done
-    if out.exists():
+    resume_from = _unfinished_checkpoint(out, wanted, root)
+    if resume_from is not None:
+        log.info("resuming %s from %s", out, resume_from.name)
+        cfg.resume = True
+    elif out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
     if launcher:
@@ -391,7 +425,24 @@ def train_run(
         train(cfg)
     elapsed = time.perf_counter() - t0
     _mark_done(out / DONE_FILE, wanted, elapsed)
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # exported: no longer needed
     return out, elapsed
+
+
+def _unfinished_checkpoint(out: Path, wanted: Any, root: Path) -> Path | None:
+    """The latest complete checkpoint of a run in ``out`` that was started with the settings
+    of the fingerprint ``wanted`` and killed before it finished; ``None``: there is none."""
+    from realjudge.train.config import load_saved_config
+    from realjudge.train.modeling import latest_checkpoint
+
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return None
+    try:
+        saved = load_saved_config(ckpt).to_dict()
+    except (OSError, ValueError):  # unreadable: train afresh
+        return None
+    return ckpt if train_fingerprint(saved, root) == wanted else None
 
 
 def eval_run(

@@ -95,8 +95,20 @@ class TrainConfig:
         max_new_tokens: CoT budget: rollouts, stage-2 regeneration and CoT evaluation;
             supervised targets longer than this are shortened (their cue and score kept).
         seed: seeds the model init (``tiny``), LoRA init, data order and every sampling step.
-        save_steps: write a resumable checkpoint every N steps (0: none until the end).
-        save_total_limit: keep at most N step checkpoints (``None``: all).
+        save_steps: write a resumable checkpoint (``out/checkpoints/step-N``: weights,
+            optimiser, schedule, random states) every N steps (0: no periodic ones). A run
+            killed in between resumes (``resume``) from the latest complete one with the
+            weights an uninterrupted run would have had. Default 50.
+        save_final: also write one after the last step (default ``True``), so that a finished
+            run can be resumed with a larger ``max_steps`` or used as ``init_from`` with its
+            optimiser state; ``False`` with ``save_steps: 0`` writes no checkpoint at all (and
+            ``resume`` is refused).
+        save_total_limit: keep at most N step checkpoints, the newest (``None``: all).
+            Default 2.
+
+    Checkpoints are written atomically: into ``checkpoints/.partial-step-N``, which is renamed
+    to ``step-N`` once complete; a write cut short (a killed process) is never resumed from
+    and is removed by the next start in that ``out``.
         logging_steps: log metrics every N steps.
         report_to: ``tensorboard``, ``wandb``, ``trackio`` or ``none`` (accelerate trackers).
         run_name: tracker run name (default: the ``out`` dir's name).
@@ -148,7 +160,8 @@ class TrainConfig:
     max_prompt_tokens: int = 2048
     max_new_tokens: int = 256
     seed: int = 0
-    save_steps: int = 0
+    save_steps: int = 50
+    save_final: bool = True
     save_total_limit: int | None = 2
     logging_steps: int = 1
     report_to: str = "tensorboard"
@@ -190,6 +203,8 @@ class TrainConfig:
         for name in ("save_steps", "eval_steps", "warmup_steps", "eval_limit", "freeze_layers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(f"save_total_limit must be >= 1 or null, got {self.save_total_limit}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.lora_dropout < 1.0:

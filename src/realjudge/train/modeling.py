@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 META_FILE = JUDGE_META_FILE  # read back by realjudge.models.read_judge_defaults
 STATE_FILE = "trainer_state.json"
 CHECKPOINTS = "checkpoints"
+#: Name prefix of a checkpoint being written (renamed to ``step-N`` once complete).
+PARTIAL_PREFIX = ".partial-"
+_STEP_DIR = re.compile(r"step-(\d+)")
 
 
 class InitFromError(ValueError):
@@ -45,13 +50,49 @@ def load_base(spec: str, dtype: str, seed: int) -> tuple[Any, Any]:
     return model, load_tokenizer(spec)
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoints/step-*`` dir of a run (complete = has its state file)."""
+def checkpoint_step(path: Path) -> int | None:
+    """N of a ``step-N`` checkpoint dir name, else ``None``."""
+    m = _STEP_DIR.fullmatch(path.name)
+    return int(m.group(1)) if m else None
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """A run's complete ``checkpoints/step-N`` dirs, oldest first. Complete: renamed into
+    place after its state file was written (``.partial-*`` dirs are writes cut short)."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
-        return None
-    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+        return []
+    done = [
+        p for p in root.iterdir() if checkpoint_step(p) is not None and (p / STATE_FILE).is_file()
+    ]
+    return sorted(done, key=lambda p: checkpoint_step(p) or 0)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run (see :func:`complete_checkpoints`)."""
+    done = complete_checkpoints(run_dir)
+    return done[-1] if done else None
+
+
+def discard_incomplete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Remove what killed checkpoint writes left behind in ``run_dir/checkpoints``: partial
+    dirs, and ``step-N`` dirs without their state file (written before checkpoints were
+    atomic). Returns what was removed."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    gone = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and (
+            p.name.startswith(PARTIAL_PREFIX)
+            or (checkpoint_step(p) is not None and not (p / STATE_FILE).is_file())
+        )
+    ]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 
 def load_start(cfg: Any) -> tuple[Any, Any]:

@@ -15,10 +15,14 @@ One step::
          for each mini-batch (one optimiser update):
            for each of grad_accum micro-batches: loss = objective.loss(...); backward
            clip, step (skipped, and logged, when a loss or the gradient norm is not finite)
-    -> metrics averaged over processes -> log; periodic eval; periodic checkpoint
+    -> metrics averaged over processes -> log; periodic eval; periodic checkpoint (and one
+       after the last step)
 
 Because the data order and every random draw are derived from ``(seed, step)``, a run that is
-interrupted and resumed from a checkpoint ends with the same weights as one that was not.
+interrupted and resumed from a checkpoint ends with the same weights as one that was not --
+also when it was SIGKILLed, mid-step or mid-checkpoint: checkpoints are written into a partial
+dir and renamed once complete (:func:`save_checkpoint`), so a resume never reads a half-written
+one (``tests/train/test_crash.py``).
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ from realjudge.train.examples import (
 from realjudge.train.modeling import (
     CHECKPOINTS,
     META_FILE,
+    PARTIAL_PREFIX,
     STATE_FILE,
+    complete_checkpoints,
+    discard_incomplete_checkpoints,
     export,
     latest_checkpoint,
     load_start,
@@ -75,7 +82,7 @@ log = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
 METRICS_FILE = "metrics.json"
 # Keys whose change between a run and its resumption is expected.
-_RESUMABLE_CHANGES = {
+RESUMABLE_CHANGES = {
     "resume",
     "max_steps",
     "out",
@@ -84,6 +91,7 @@ _RESUMABLE_CHANGES = {
     "run_name",
     "logging_steps",
     "save_steps",
+    "save_final",
     "save_total_limit",
     "eval_steps",
 }
@@ -152,6 +160,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
         items, prep_metrics = rollout(run, step)  # tokenise; RL: sample the rollouts
         t1 = time.perf_counter()
         update_metrics = update(run, items)  # passes x mini-batches x micro-batches
+        pause_for_tests(f"step-{step + 1}/updated")
         metrics = step_metrics(run, items, prep_metrics, update_metrics, t0, t1)
         done = step + 1
         last = done == cfg.max_steps
@@ -162,7 +171,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
         show(bar, metrics)
         if run.eval_records and cfg.eval_steps and done % cfg.eval_steps == 0 and not last:
             log_metrics(run, prefixed("eval/", evaluate_now(run, done)), done)  # last: finish()
-        if cfg.save_steps and (done % cfg.save_steps == 0 or last):
+        if (cfg.save_steps and done % cfg.save_steps == 0) or (cfg.save_final and last):
             save_checkpoint(run.acc, cfg, done)
         if stop_after is not None and done >= stop_after and not last:
             result.interrupted = True
@@ -549,26 +558,86 @@ def mean_over_processes(metrics: dict[str, float]) -> dict[str, float]:
 
 def save_checkpoint(acc: Any, cfg: TrainConfig, done: int) -> Path:
     """``out/checkpoints/step-N``: accelerate state (model, optimiser, scheduler, RNG), the
-    config, and -- written last, marking the checkpoint complete -- ``trainer_state.json``."""
+    config and ``trainer_state.json``, written atomically: into ``.partial-step-N`` (synced to
+    disk), then renamed. A killed write leaves only the partial dir, which
+    :func:`~realjudge.train.modeling.latest_checkpoint` never picks and the next start
+    removes. Then the oldest checkpoints beyond ``save_total_limit`` go (collective)."""
     root = Path(cfg.out) / CHECKPOINTS
     path = root / f"step-{done:06d}"
-    acc.save_state(str(path))
+    partial = root / f"{PARTIAL_PREFIX}{path.name}"
     if acc.is_main_process:
-        cfg.save(path)
-        (path / STATE_FILE).write_text(json.dumps({"step": done, "method": cfg.method}))
+        shutil.rmtree(partial, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(partial))
+    acc.wait_for_everyone()
+    pause_for_tests(f"step-{done}/checkpoint-written")
+    if acc.is_main_process:
+        cfg.save(partial)
+        (partial / STATE_FILE).write_text(json.dumps({"step": done, "method": cfg.method}))
+        _sync_tree(partial)
+        if path.exists():  # an incomplete dir of that name, from before writes were atomic
+            shutil.rmtree(path)
+        os.replace(partial, path)
+        _sync_tree(root, files=False)
         if cfg.save_total_limit:
-            done_dirs = sorted(
-                (p for p in root.glob("step-*") if (p / STATE_FILE).is_file()),
-                key=lambda p: int(p.name.split("-")[1]),
-            )
-            for old in done_dirs[: -cfg.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+            for old in complete_checkpoints(cfg.out)[: -cfg.save_total_limit]:
+                # renamed first, so that a half-deleted checkpoint never looks complete
+                doomed = old.with_name(f"{PARTIAL_PREFIX}{old.name}")
+                os.replace(old, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
     acc.wait_for_everyone()
     return path
 
 
+def _sync_tree(path: Path, files: bool = True) -> None:
+    """fsync the files under ``path`` (with ``files``) and the directory itself, so that a
+    rename that follows cannot reach the disk before the data it names."""
+    if files:
+        for f in path.rglob("*"):
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+#: Test hook: ``REALJUDGE_TEST_PAUSE_AT=<point>`` makes training stop at that named point --
+#: writing the file ``REALJUDGE_TEST_PAUSE_FLAG`` names, then sleeping -- so that a test can
+#: SIGKILL the process at a known place. Points: ``step-N/updated`` (step N's optimiser
+#: updates done, nothing of it logged or saved) and ``step-N/checkpoint-written`` (step N's
+#: accelerate state written into the partial checkpoint dir, not yet complete).
+PAUSE_ENV, PAUSE_FLAG_ENV = "REALJUDGE_TEST_PAUSE_AT", "REALJUDGE_TEST_PAUSE_FLAG"
+
+
+def pause_for_tests(point: str) -> None:
+    if os.environ.get(PAUSE_ENV) != point:
+        return
+    flag = os.environ.get(PAUSE_FLAG_ENV)
+    if flag:
+        Path(flag).write_text(f"{os.getpid()} {point}\n")
+    while True:  # until killed
+        time.sleep(60)
+
+
 def _resume_point(cfg: TrainConfig, acc: Any) -> Path | None:
+    """The checkpoint to resume from (``None``: start at step 0, after clearing the output
+    of a run that ``overwrite`` replaces); checkpoint writes cut short are removed first."""
     out = Path(cfg.out)
+    if acc.is_main_process:
+        for gone in discard_incomplete_checkpoints(out):
+            acc.print(f"removed the incomplete checkpoint {gone}")
+    acc.wait_for_everyone()
     existing = (
         (out / CHECKPOINTS).is_dir() or (out / META_FILE).is_file() or (out / CONFIG_FILE).is_file()
     )
@@ -578,16 +647,13 @@ def _resume_point(cfg: TrainConfig, acc: Any) -> Path | None:
             if existing and not cfg.overwrite:
                 raise RunExistsError(
                     f"resume: {out} holds a run but no complete checkpoint to resume from "
-                    "(save_steps=0, or killed before the first one); pass overwrite=true to "
-                    "start over"
+                    "(save_steps=0 and save_final=false, or killed before the first one); "
+                    "pass overwrite=true to start over"
                 )
             acc.print(f"resume: no checkpoint in {out}; starting from step 0")
             cfg.resume = False
             return _resume_point(cfg, acc)
-        saved = load_saved_config(ckpt).to_dict()
-        changed = sorted(
-            k for k, v in cfg.to_dict().items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v
-        )
+        changed = changed_settings(ckpt, cfg)
         if changed:
             acc.print(f"warning: resuming with changed settings {changed}")
         return ckpt
@@ -602,6 +668,15 @@ def _resume_point(cfg: TrainConfig, acc: Any) -> Path | None:
             (out / name).unlink(missing_ok=True)
     acc.wait_for_everyone()
     return None
+
+
+def changed_settings(ckpt: Path, cfg: TrainConfig) -> list[str]:
+    """Config keys whose value differs from the one ``ckpt`` was written with, leaving out
+    those a resumption may change (:data:`RESUMABLE_CHANGES`)."""
+    saved = load_saved_config(ckpt).to_dict()
+    return sorted(
+        k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
+    )
 
 
 def _reference_fn(ctx: Context, model: Any, ref_model: Any) -> Any:
@@ -672,11 +747,23 @@ def show(bar: Any, metrics: dict[str, float]) -> None:
 
 
 def _trim_log(acc: Any, path: Path, start: int) -> None:
-    """On resume, drop log lines of steps after the checkpoint (they will be redone)."""
+    """On resume, drop log lines of steps after the checkpoint (they will be redone), and a
+    line torn by a kill mid-write; the file is replaced atomically."""
     if not acc.is_main_process or not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    lines = [(ln, _logged_step(ln)) for ln in path.read_text().splitlines()]
+    keep = [ln for ln, step in lines if step is not None and step <= start]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of a ``train_log.jsonl`` line; ``None`` for a blank or torn one."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _tracker_config(cfg: TrainConfig) -> dict[str, Any]:
