@@ -96,8 +96,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
         action=_StoreGiven,
         default=1,
         help="chains of thought per item, averaged (with --cot). Default: the model's "
-        "(realjudge.json 'samples'; 1 for a 'realjudge train' judge, which trains with one "
-        "greedy evaluation chain), else 1",
+        "(realjudge.json 'samples'; 1 for a 'realjudge train' judge, whose training "
+        "evaluation reads one greedy chain), else 1",
     )
     g.add_argument(
         "--raw-probs",

@@ -84,7 +84,7 @@ class LoadResult:
 
     ``record_rows[i]`` is the row (same numbering as :attr:`BadRow.row`) that ``records[i]``
     came from, so records and bad rows can be put back in input order
-    (:meth:`in_input_order`).
+    (:func:`realjudge.evaluate.run.in_input_order`).
     """
 
     records: list[JudgeRecord]
@@ -92,13 +92,6 @@ class LoadResult:
     source: str = ""
     format: str = ""
     record_rows: list[int] = field(default_factory=list)
-
-    def in_input_order(self) -> list[tuple[int, JudgeRecord | BadRow]]:
-        """Every row read, records and bad rows together, as ``(row, item)`` in input order."""
-        rows = self.record_rows or list(range(len(self.records)))
-        items: list[tuple[int, JudgeRecord | BadRow]] = list(zip(rows, self.records, strict=True))
-        items += [(b.row, b) for b in self.bad_rows]
-        return sorted(items, key=lambda pair: pair[0])
 
     def __len__(self) -> int:
         return len(self.records)
