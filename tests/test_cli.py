@@ -120,3 +120,94 @@ def test_python_dash_m():
         [sys.executable, "-m", "realjudge", "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "realjudge" in done.stdout
+
+
+# --- reading mode that follows the checkpoint; bad bytes in score ------------------------------
+
+
+@pytest.fixture()
+def grpo_checkpoint(tmp_path, tiny_model, tokenizer):
+    """The tiny model saved with a hand-written realjudge.json of a GRPO run."""
+    path = tmp_path / "grpo"
+    tiny_model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    meta = {"method": "grpo", "format": "result", "config": {"max_new_tokens": 4}}
+    (path / "realjudge.json").write_text(json.dumps(meta))
+    return path
+
+
+def _eval(model, data, out, *flags):
+    argv = ["eval", "--model", str(model), "--data", str(data), "--out", str(out)]
+    return main([*argv, "--device", "cpu", "--n-boot", "10", *flags])
+
+
+def test_eval_follows_the_checkpoint_unless_a_flag_is_given(grpo_checkpoint, tmp_path, capsys):
+    data = _records_file(tmp_path / "d.jsonl", n=2)
+    assert _eval(grpo_checkpoint, data, tmp_path / "a") == 0
+    assert "reading: CoT (1 sample, greedy, up to 4 new tokens)" in capsys.readouterr().out
+    config = json.loads((tmp_path / "a" / "metrics.json").read_text())["config"]
+    assert (config["cot"], config["samples"], config["max_new_tokens"]) == (True, 1, 4)
+    flags = ["--samples", "2", "--max-new-tokens", "3", "--quiet"]
+    assert _eval(grpo_checkpoint, data, tmp_path / "b", *flags) == 0
+    config = json.loads((tmp_path / "b" / "metrics.json").read_text())["config"]
+    assert (config["cot"], config["samples"], config["max_new_tokens"]) == (True, 2, 3)
+    assert config["reading_sources"]["samples"] == "given"
+    assert _eval(grpo_checkpoint, data, tmp_path / "c", "--no-cot", "--quiet") == 0
+    config = json.loads((tmp_path / "c" / "metrics.json").read_text())["config"]
+    assert config["cot"] is False and config["reading"].startswith("score-only")
+    # a plain model is read score-only, as before
+    assert _eval("tiny", data, tmp_path / "d", "--quiet") == 0
+    config = json.loads((tmp_path / "d" / "metrics.json").read_text())["config"]
+    assert config["cot"] is False and config["max_new_tokens"] == 256
+
+
+def test_flags_given_are_told_apart_from_defaults():
+    args = build_parser().parse_args(["eval"])
+    assert args.given == frozenset() and args.max_new_tokens == 256
+    args = build_parser().parse_args(["score", "--input", "a", "--output", "b", "--no-cot"])
+    assert args.cot is False and args.given == {"cot"} and args.skip_bad is True
+    args = build_parser().parse_args(["eval", "--samples", "1", "--max-new-tokens", "9"])
+    assert args.given == {"samples", "max_new_tokens"}
+
+
+def test_score_keeps_good_rows_around_bad_bytes(tmp_path, capsys):
+    src = _records_file(tmp_path / "src.jsonl", n=4)
+    lines = src.read_bytes().splitlines()
+    lines[2] = lines[2].replace(b"yes", b"y\xe9s", 1)
+    big = json.loads(lines[3])
+    big["response"] = "x " * 520_000  # about 1 MB
+    lines[3] = json.dumps(big).encode()
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n")
+    out = tmp_path / "scored.jsonl"
+    base = ["score", "--model", "tiny", "--input", str(data), "--max-prompt-tokens", "256"]
+    assert main([*base, "--output", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["row"], r["status"]) for r in rows] == [
+        (1, "ok"),
+        (2, "ok"),
+        (3, "bad_row"),
+        (4, "ok"),
+    ]
+    offset = data.read_bytes().index(bytes([0xE9]))
+    assert f"byte offset {offset}" in rows[2]["error"]
+    assert rows[3]["id"] == "c3" and rows[3]["truncated"] is True
+    assert "4 rows" in capsys.readouterr().out
+    strict = tmp_path / "strict.jsonl"
+    assert main([*base, "--output", str(strict), "--no-skip-bad", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(data) in err and "line 3" in err and "'response'" in err and "0xe9" in err
+    assert not strict.exists()
+
+
+def test_score_refuses_an_empty_file_and_a_directory(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    folder = tmp_path / "folder.jsonl"
+    folder.mkdir()
+    for path, words in ((empty, "empty"), (folder, "is a directory")):
+        argv = ["score", "--model", "tiny", "--input", str(path), "--output", str(tmp_path / "o")]
+        assert main([*argv, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and words in err
+    assert not (tmp_path / "o").exists()

@@ -46,7 +46,34 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling/data/bootstrap seed (default: 0)")
 
 
+def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
+    namespace.given = frozenset(getattr(namespace, "given", frozenset())) | {dest}
+
+
+class _StoreGiven(argparse.Action):
+    """Store the value and note that the flag was given, so that it wins over the setting a
+    trained model records (a flag left out takes the model's, else its default)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
+        setattr(namespace, self.dest, values)
+        _mark_given(namespace, self.dest)
+
+
+class _BoolGiven(argparse.BooleanOptionalAction):
+    """``--x/--no-x`` that notes it was given (see :class:`_StoreGiven`)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
+        super().__call__(parser, namespace, values, option_string)
+        _mark_given(namespace, self.dest)
+
+
+def _given(args: argparse.Namespace, dest: str) -> Any:
+    """The flag's value when it was given on the command line, else ``None`` (the model's)."""
+    return getattr(args, dest) if dest in getattr(args, "given", ()) else None
+
+
 def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    p.set_defaults(given=frozenset())
     g = p.add_argument_group("reading the score")
     g.add_argument(
         "--mode",
@@ -56,17 +83,21 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--cot",
-        action=argparse.BooleanOptionalAction,
+        action=_BoolGiven,
         default=False,
-        help="write a feedback (chain of thought) before the score. Default --no-cot: the score "
-        "cue follows the prompt directly, one forward pass per item (fast on CPU). Prometheus-"
-        "style judges are usually run with --cot; it costs a generation per sample.",
+        help="write a feedback (chain of thought) before the score, or not (--no-cot: the score "
+        "cue follows the prompt directly, one forward pass per item, fast on CPU). Default: "
+        "how the model was trained -- --cot for a TRACT, GRPO or REAL judge written by "
+        "'realjudge train', else --no-cot. A CoT costs a generation per sample.",
     )
     g.add_argument(
         "--samples",
         type=int,
+        action=_StoreGiven,
         default=1,
-        help="chains of thought per item, averaged (with --cot; default 1)",
+        help="chains of thought per item, averaged (with --cot). Default: the model's "
+        "(realjudge.json 'samples'; 1 for a 'realjudge train' judge, whose training "
+        "evaluation reads one greedy chain), else 1",
     )
     g.add_argument(
         "--raw-probs",
@@ -87,7 +118,12 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--batch-size", type=int, default=8, help="items per batch (default 8)")
     g.add_argument(
-        "--max-new-tokens", type=int, default=256, help="chain-of-thought length limit (256)"
+        "--max-new-tokens",
+        type=int,
+        action=_StoreGiven,
+        default=256,
+        help="chain-of-thought length limit. Default: the CoT budget a CoT-trained judge was "
+        "trained with (max_new_tokens of its training config), else 256",
     )
     g.add_argument(
         "--temperature",
@@ -122,11 +158,11 @@ def _judge_config(args: argparse.Namespace) -> Any:
 
     return JudgeConfig(
         mode=args.mode,
-        cot=args.cot,
-        samples=args.samples,
+        cot=_given(args, "cot"),  # left out: the model's own setting (load_judge)
+        samples=_given(args, "samples"),
         normalize=_normalize(args),
         fmt=args.fmt,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=_given(args, "max_new_tokens"),
         temperature=args.temperature,
         top_p=args.top_p,
         batch_size=args.batch_size,
@@ -179,24 +215,12 @@ def _run_eval(args: argparse.Namespace) -> int:
         data=args.data,
         split=args.split,
         limit=args.limit,
-        mode=args.mode,
-        cot=args.cot,
-        samples=args.samples,
-        normalize=_normalize(args),
-        fmt=args.fmt,
         out=args.out,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
         skip_bad=args.skip_bad,
-        seed=args.seed,
         n_boot=args.n_boot,
         device=args.device,
         dtype=args.dtype,
-        progress=not args.quiet,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_prompt_tokens=args.max_prompt_tokens,
-        backend=args.backend,
+        judge=_judge_config(args),
     )
     metrics = run_eval(cfg)
     if args.quiet:
@@ -221,6 +245,14 @@ def _add_score(sub: Any) -> None:
     p.add_argument("--input", required=True, help="input file (any format --data reads)")
     p.add_argument("--output", required=True, help="output .jsonl")
     p.add_argument("--split", default=None, help="split, for hub ids")
+    p.add_argument(
+        "--skip-bad",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write malformed input rows as bad_row lines at their place and grade the rest "
+        "(default); --no-skip-bad stops at the first one, naming file, row and field, before "
+        "the model is loaded",
+    )
     _add_inference_args(p)
     p.set_defaults(handler=_run_score)
 
@@ -237,9 +269,11 @@ def _run_score(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         seed=args.seed,
         split=args.split,
+        skip_bad=args.skip_bad,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items())
     print(f"{summary['n_rows']} rows -> {summary['output']} ({counts})")
+    print(f"reading: {summary['reading']}")
     return 0
 
 

@@ -12,7 +12,8 @@
 
 A directory written by ``realjudge train`` also holds ``realjudge.json``;
 :func:`read_judge_defaults` turns it into the judge settings the model was trained with
-(``fmt``, ``normalize``), which :func:`realjudge.inference.judge.load_judge` uses for every
+(``fmt``, ``normalize``; for a CoT-trained judge also ``cot``, ``samples``, ``max_new_tokens``),
+which :func:`realjudge.inference.judge.load_judge` uses for every
 setting the caller leaves unset.
 """
 
@@ -143,28 +144,48 @@ def build_tiny_model(tokenizer: Any, seed: int = 0, hidden: int = 64, layers: in
 
 def read_judge_defaults(spec: str | Path) -> dict[str, Any]:
     """The judge settings a model was trained with, as fields of
-    :class:`~realjudge.inference.judge.JudgeConfig`: ``{"fmt": "result" | "overall",
-    "normalize": bool}`` from the ``realjudge.json`` of a directory written by ``realjudge
-    train``; ``{}`` for any other spec (``embedded``, ``tiny``, a plain checkpoint, a hub id)
-    or an unreadable file (warned)."""
+    :class:`~realjudge.inference.settings.JudgeConfig`, from the ``realjudge.json`` of a
+    directory written by ``realjudge train``; ``{}`` for any other spec (``embedded``, ``tiny``,
+    a plain checkpoint, a hub id) or an unreadable file (warned).
+
+    Keys: ``fmt`` and ``normalize`` (``format`` and ``rail_normalize``); for a judge trained to
+    write a chain of thought -- method ``tract``, ``grpo`` or ``real``, or ``"cot": true`` in
+    the file -- also ``cot: True``, ``samples`` (the file's ``samples``, else 1: training
+    evaluates one greedy chain) and ``max_new_tokens`` (the file's, else its training
+    config's CoT budget). A file that says ``"cot": false`` gives ``cot: False``; a model
+    trained without a CoT (SFT, RAFT) gives no ``cot`` key and is read score-only.
+    """
+    cot_methods = ("tract", "grpo", "real")
     if str(spec) in ("embedded", "tiny"):
         return {}
     path = Path(spec) / JUDGE_META_FILE
     if not path.is_file():
         return {}
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        fmt = meta.get("format", config.get("fmt"))
+        normalize = meta.get("rail_normalize", config.get("rail_normalize"))
+        out: dict[str, Any] = {}
+        if fmt is not None:
+            out["fmt"] = str(fmt)
+        if normalize is not None:
+            out["normalize"] = bool(normalize)
+        cot = meta.get("cot")
+        if cot is None and meta.get("method", config.get("method")) in cot_methods:
+            cot = True
+        if cot is not None:
+            out["cot"] = bool(cot)
+        if out.get("cot"):
+            out["samples"] = int(meta.get("samples", 1))
+            budget = meta.get("max_new_tokens", config.get("max_new_tokens"))
+            if budget is not None:
+                out["max_new_tokens"] = int(budget)
+    except (OSError, ValueError, TypeError) as e:
         log.warning("ignoring %s: %s", path, e)
         return {}
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    fmt = meta.get("format", config.get("fmt"))
-    normalize = meta.get("rail_normalize", config.get("rail_normalize"))
-    out: dict[str, Any] = {}
-    if fmt is not None:
-        out["fmt"] = str(fmt)
-    if normalize is not None:
-        out["normalize"] = bool(normalize)
     return out
 
 

@@ -422,3 +422,113 @@ def test_split_by_group_edges():
     assert test and train
     with pytest.raises(ValueError):
         split_by_group(recs, 1.5, seed=0)
+
+
+# --- bytes on disk: invalid UTF-8, BOM, CRLF, empty, directory, a 1 MB row -------------------
+
+
+def record_lines(n: int = 4) -> list[bytes]:
+    return [
+        json.dumps({"id": f"r{i}", "instruction": f"q{i}", "response": "a"}).encode()
+        for i in range(n)
+    ]
+
+
+def test_invalid_utf8_byte_names_file_line_field_and_offset(tmp_path):
+    lines = record_lines()
+    lines[2] = b'{"id": "r2", "instruction": "q2", "response": "caf\xe9"}'
+    path = tmp_path / "bytes.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    offset = path.read_bytes().index(b"\xe9")
+    with pytest.raises(DataError) as e:
+        load_records(str(path))
+    msg = str(e.value)
+    assert str(path) in msg and "line 3 (1-based)" in msg and "'response'" in msg
+    assert "0xe9" in msg and f"byte offset {offset}" in msg
+    res = load_records(str(path), skip_bad=True)
+    assert [r.id for r in res.records] == ["r0", "r1", "r3"]
+    assert res.record_rows == [1, 2, 4] and [b.row for b in res.bad_rows] == [3]
+
+
+def test_invalid_utf8_that_breaks_the_json_is_still_located(tmp_path):
+    lines = record_lines(2)
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(lines[0] + b'\n{"id": "x\xff", "instruction": 3\n' + lines[1] + b"\n")
+    res = load_records(str(path), skip_bad=True)
+    (bad,) = res.bad_rows
+    offset = path.read_bytes().index(b"\xff")
+    assert bad.row == 2 and f"byte offset {offset}" in bad.message
+    assert [r.id for r in res.records] == ["r0", "r1"]
+
+
+def test_invalid_utf8_in_a_json_list_keeps_the_other_rows(tmp_path):
+    lines = record_lines(4)
+    lines[1] = b'{"id": "r1", "instruction": "\xc3(", "response": "a"}'
+    path = tmp_path / "list.json"
+    path.write_bytes(b"[" + b",\n".join(lines) + b"]")
+    res = load_records(str(path), skip_bad=True)
+    assert [r.id for r in res.records] == ["r0", "r2", "r3"]
+    (bad,) = res.bad_rows
+    assert bad.row == 1 and bad.field == "instruction" and bad.row_kind == "index"
+    offset = path.read_bytes().index(b"\xc3")
+    assert f"byte offset {offset}" in bad.message
+
+
+def test_unpaired_surrogate_escape_is_a_bad_row(tmp_path):
+    path = write_lines(
+        tmp_path / "s.jsonl",
+        [
+            json.dumps({"id": "s\udce9", "instruction": "q", "response": "a"}),
+            *map(bytes.decode, record_lines(1)),
+        ],
+    )
+    res = load_records(str(path), skip_bad=True)
+    assert [r.id for r in res.records] == ["r0"]
+    assert res.bad_rows[0].field == "id" and "surrogate" in res.bad_rows[0].message
+
+
+def test_bom_and_crlf_line_ends(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(record_lines(3)) + b"\r\n")
+    res = load_records(str(path))
+    assert [r.id for r in res.records] == ["r0", "r1", "r2"] and not res.bad_rows
+    assert all(not r.response.endswith("\r") for r in res.records)
+    lst = tmp_path / "bom.json"
+    lst.write_bytes(b"\xef\xbb\xbf[" + b",\r\n".join(record_lines(2)) + b"]\r\n")
+    assert [r.id for r in load_records(str(lst)).records] == ["r0", "r1"]
+    # the offset of a bad byte counts the BOM
+    bad = tmp_path / "bom-bad.jsonl"
+    bad.write_bytes(b"\xef\xbb\xbf" + b'{"id": "z", "instruction": "\xe9", "response": "a"}\r\n')
+    offset = bad.read_bytes().index(b"\xe9")
+    with pytest.raises(DataError, match=f"byte offset {offset}"):
+        load_records(str(bad))
+
+
+def test_utf16_empty_file_and_directory_are_clear_errors(tmp_path):
+    utf16 = tmp_path / "u16.jsonl"
+    utf16.write_bytes('{"id": "a"}\n'.encode("utf-16"))
+    with pytest.raises(DataError, match="UTF-16"):
+        load_records(str(utf16))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="empty"):
+        load_records(str(empty), skip_bad=True)
+    bom_only = tmp_path / "bom-only.jsonl"
+    bom_only.write_bytes(b"\xef\xbb\xbf\r\n")
+    with pytest.raises(DataError, match="empty"):
+        load_records(str(bom_only))
+    folder = tmp_path / "dir.jsonl"
+    folder.mkdir()
+    with pytest.raises(DataError, match="is a directory"):
+        load_records(str(folder), skip_bad=True)
+
+
+def test_a_1mb_row_is_read_whole(tmp_path):
+    big = "word " * 220_000  # 1.1 MB
+    lines = record_lines(3)
+    lines[1] = json.dumps({"id": "big", "instruction": "q", "response": big}).encode()
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    res = load_records(str(path))
+    assert [r.id for r in res.records] == ["r0", "big", "r2"]
+    assert res.records[1].response == big and len(big) > 1_000_000

@@ -73,3 +73,135 @@ def test_score_file_keeps_every_row(tmp_path, tiny_model, tokenizer):
     assert rows[0]["status"] == "bad_row" and rows[0]["row"] == 1
     assert [r["id"] for r in rows[1:]] == ["x0", "x1", "x2", "x3"]
     assert all(r["gold"] is None and r["prediction"] is not None for r in rows[1:])
+
+
+# --- input order ------------------------------------------------------------------------------
+
+
+def test_in_input_order_interleaves_bad_rows_at_their_place():
+    from realjudge.data.loaders import BadRow
+    from realjudge.evaluate.run import in_input_order
+
+    bad = [BadRow("f", 5, "id", "x"), BadRow("f", 1, "<row>", "y"), BadRow("f", 9, "gold", "z")]
+    preds = ({"id": i, "status": "ok"} for i in ("a", "b", "c"))
+    rows = list(in_input_order([2, 3, 7], preds, bad))
+    assert [(r["row"], r["status"]) for r in rows] == [
+        (1, "bad_row"),
+        (2, "ok"),
+        (3, "ok"),
+        (5, "bad_row"),
+        (7, "ok"),
+        (9, "bad_row"),
+    ]
+    assert [r["id"] for r in rows if r["status"] == "ok"] == ["a", "b", "c"]
+
+
+def test_eval_and_score_keep_input_order(tmp_path, tiny_model, tokenizer):
+    data = write_jsonl(tmp_path / "data.jsonl", n=4, bad_line_at=2)
+    out = tmp_path / "run"
+    run_eval(
+        EvalConfig(
+            model="tiny", data=str(data), out=str(out), skip_bad=True, n_boot=10, progress=False
+        )
+    )
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [r["row"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["id"] for r in rows] == ["x0", "x1", None, "x2", "x3"]
+    assert rows[2]["status"] == "bad_row"
+    judge = Judge(tiny_model, tokenizer, JudgeConfig(progress=False, backend="transformers"))
+    summary = score_file(judge, data, tmp_path / "out.jsonl")
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "ok", "bad_row", "ok", "ok"]
+    assert summary["reading"].startswith("score-only + RAIL")
+
+
+def test_score_file_bytes_and_a_1mb_row(tmp_path, tiny_model, tokenizer):
+    from realjudge.data.loaders import DataError
+
+    write_jsonl(tmp_path / "src.jsonl", n=4)
+    lines = (tmp_path / "src.jsonl").read_bytes().splitlines()
+    big = json.loads(lines[3])
+    big["response"] = "long " * 210_000  # about 1 MB
+    lines[1] = lines[1].replace(b"answer", b"answ\xe9r")  # invalid UTF-8
+    lines[3] = json.dumps(big).encode()
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n")
+    judge = Judge(
+        tiny_model,
+        tokenizer,
+        JudgeConfig(progress=False, backend="transformers", max_prompt_tokens=256),
+    )
+    summary = score_file(judge, data, tmp_path / "out.jsonl")
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "bad_row", "ok", "ok"]
+    assert "byte offset" in rows[1]["error"] and rows[1]["field"] == "response"
+    assert rows[3]["id"] == "x3" and rows[3]["truncated"] is True
+    assert summary["n_bad_rows"] == 1 and summary["n_scored"] == 3
+    # without skipping, the bad row stops the run before the output is written
+    with pytest.raises(DataError, match=r"line 2 \(1-based\), field 'response'"):
+        score_file(judge, data, tmp_path / "strict.jsonl", skip_bad=False)
+    assert not (tmp_path / "strict.jsonl").exists()
+
+
+# --- reading mode that follows the checkpoint ---------------------------------------------
+
+
+def test_eval_reads_a_tract_checkpoint_with_its_cot(tmp_path):
+    from realjudge.train import build_config
+    from realjudge.train.trainer import train
+
+    data = write_jsonl(tmp_path / "train.jsonl", n=4)
+    records = [json.loads(x) for x in data.read_text().splitlines()]
+    for r in records:
+        r["reference_feedback"] = "looks fine"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = build_config(
+        "tract",
+        overrides=dict(
+            model="tiny",
+            data=str(data),
+            out=str(tmp_path / "tract"),
+            device="cpu",
+            report_to="none",
+            batch_size=2,
+            max_steps=1,
+            max_new_tokens=5,
+            max_prompt_tokens=128,
+        ),
+    )
+    model = str(train(cfg).out)
+    out = tmp_path / "eval"
+    metrics = run_eval(
+        EvalConfig(model=model, data=str(data), out=str(out), n_boot=10, progress=False)
+    )
+    saved = json.loads((out / "metrics.json").read_text())
+    config = saved["config"]
+    assert config["cot"] is True and config["samples"] == 1 and config["max_new_tokens"] == 5
+    assert config["reading_sources"]["cot"] == "model"
+    assert metrics["reading"] == config["reading"] and "CoT (1 sample, greedy" in config["reading"]
+    assert "Reading: CoT" in (out / "report.md").read_text()
+    assert "reading: CoT" in format_summary(metrics)
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert all(r["feedback"].endswith("[RESULT] ") for r in rows)
+    # an explicit setting wins
+    out2 = tmp_path / "eval-score-only"
+    run_eval(
+        EvalConfig(model=model, data=str(data), out=str(out2), cot=False, n_boot=10, progress=False)
+    )
+    config = json.loads((out2 / "metrics.json").read_text())["config"]
+    assert config["cot"] is False and config["reading_sources"]["cot"] == "given"
+    assert all(r["feedback"] == "" for r in read_jsonl(out2 / "predictions.jsonl"))
+
+
+def test_eval_config_holds_a_judge_config():
+    cfg = EvalConfig(model="tiny", cot=True, samples=2, seed=3, progress=False)
+    assert cfg.judge == JudgeConfig(cot=True, samples=2, seed=3, progress=False)
+    assert cfg.seed == 3 and not hasattr(cfg, "cot")
+    flat = cfg.to_dict()
+    assert flat["cot"] is True and flat["model"] == "tiny" and "judge" not in flat
+    base = JudgeConfig(mode="decode")
+    assert EvalConfig(judge=base, top_p=0.5).judge == JudgeConfig(mode="decode", top_p=0.5)
+    with pytest.raises(TypeError, match="unknown"):
+        EvalConfig(cots=True)
+    with pytest.raises(ValueError, match="samples"):
+        EvalConfig(samples=0)

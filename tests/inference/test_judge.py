@@ -268,3 +268,109 @@ def test_rows_stream_before_the_window_is_done(tiny_model, tokenizer, monkeypatc
     first = next(stream)
     assert first["id"] == "r0" and len(calls) == 1
     assert [r["id"] for r in stream] == ["r1", "r2", "r3"] and len(calls) == 4
+
+
+# --- settings that follow the checkpoint --------------------------------------------------
+
+
+def write_meta(directory, **meta):
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "realjudge.json").write_text(json.dumps(meta))
+    return directory
+
+
+@pytest.mark.parametrize("method", ["tract", "grpo", "real"])
+def test_a_cot_trained_checkpoint_records_cot_samples_and_budget(tmp_path, method):
+    from realjudge.models import read_judge_defaults
+
+    path = write_meta(
+        tmp_path / method,
+        method=method,
+        format="overall",
+        rail_normalize=False,
+        config={"method": method, "max_new_tokens": 48},
+    )
+    assert read_judge_defaults(path) == {
+        "fmt": "overall",
+        "normalize": False,
+        "cot": True,
+        "samples": 1,
+        "max_new_tokens": 48,
+    }
+
+
+def test_checkpoints_trained_without_cot_and_hand_written_files(tmp_path):
+    from realjudge.models import read_judge_defaults
+
+    for method in ("sft", "raft"):
+        path = write_meta(tmp_path / method, method=method, config={"max_new_tokens": 48})
+        assert "cot" not in read_judge_defaults(path)  # read score-only (the default)
+    # the method may sit in the config only; the file may say cot / samples / budget itself
+    path = write_meta(tmp_path / "c", config={"method": "grpo", "max_new_tokens": 32})
+    assert read_judge_defaults(path)["cot"] is True
+    path = write_meta(tmp_path / "h", cot=True, samples=4, max_new_tokens=16)
+    assert read_judge_defaults(path) == {"cot": True, "samples": 4, "max_new_tokens": 16}
+    path = write_meta(tmp_path / "off", method="real", cot=False)
+    assert read_judge_defaults(path) == {"cot": False}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "realjudge.json").write_text('["not", "an", "object"]')
+    assert read_judge_defaults(bad) == {}
+    (bad / "realjudge.json").write_text('{"cot": true, "samples": "many"}')
+    assert read_judge_defaults(bad) == {}
+
+
+def test_unset_settings_follow_the_model_and_given_ones_win():
+    from realjudge.inference.settings import (
+        FALLBACK,
+        FROM_MODEL,
+        GIVEN,
+        describe_reading,
+        setting_sources,
+    )
+
+    model = {"cot": True, "samples": 3, "max_new_tokens": 40, "fmt": "overall"}
+    unset = JudgeConfig()
+    filled = unset.with_model_defaults(model)
+    assert (filled.cot, filled.samples, filled.max_new_tokens) == (True, 3, 40)
+    assert filled.fmt == "overall" and filled.normalize is True
+    assert filled.effective_temperature == 1.0  # several samples: sampling
+    plain = unset.with_model_defaults({})
+    assert (plain.cot, plain.samples, plain.max_new_tokens, plain.fmt) == (False, 1, 256, "result")
+    given = JudgeConfig(cot=False, max_new_tokens=8).with_model_defaults(model)
+    assert (given.cot, given.samples, given.max_new_tokens) == (False, 3, 8)
+    assert given.effective_samples == 1
+    sources = setting_sources(JudgeConfig(cot=False), model)
+    assert sources == {
+        "cot": GIVEN,
+        "samples": FROM_MODEL,
+        "max_new_tokens": FROM_MODEL,
+        "fmt": FROM_MODEL,
+        "normalize": FALLBACK,
+    }
+    text = describe_reading(filled, setting_sources(unset, model))
+    assert text.startswith("CoT (3 samples, temperature 1, up to 40 new tokens) + RAIL")
+    assert text.endswith("cot, samples, max_new_tokens, fmt from the model")
+    assert describe_reading(given, sources).startswith("score-only + RAIL, format overall")
+    assert "samples" not in describe_reading(given, sources)  # irrelevant without a CoT
+    with pytest.raises(ValueError, match="several samples"):
+        JudgeConfig(temperature=0.0).with_model_defaults(model)
+
+
+def test_load_judge_reads_a_cot_checkpoint_as_trained(tmp_path, tiny_model, tokenizer):
+    from realjudge.inference.judge import load_judge
+
+    path = tmp_path / "ckpt"
+    tiny_model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    write_meta(path, method="tract", format="result", config={"max_new_tokens": 6})
+    judge = load_judge(str(path), cfg(), device="cpu")
+    assert judge.config.cot is True and judge.config.max_new_tokens == 6
+    assert judge.sources["cot"] == "model" and "from the model" in judge.reading
+    row = judge.predict_all(make_records(1))[0]
+    assert row["feedback"].endswith("[RESULT] ") and row["samples"] == 1
+    judge = load_judge(str(path), cfg(cot=False), device="cpu")
+    assert judge.config.cot is False and judge.sources["cot"] == "given"
+    assert judge.predict_all(make_records(1))[0]["feedback"] == ""

@@ -254,3 +254,19 @@ def test_auto_backend_stays_on_transformers_without_gpu(fake_vllm, monkeypatch):
     monkeypatch.setattr(judge_mod, "vllm_available", lambda: True)
     assert judge_mod.resolve_backend("auto", "embedded") == "vllm"
     assert judge_mod.resolve_backend("auto", "tiny") == "transformers"
+
+
+def test_judge_and_vllm_backend_do_not_import_each_other():
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import realjudge.inference.vllm_backend\n"
+        "assert 'realjudge.inference.judge' not in sys.modules, 'backend imported judge'\n"
+        "import realjudge.inference.judge\n"
+        "del sys.modules['realjudge.inference.vllm_backend']\n"
+        "import importlib; importlib.reload(realjudge.inference.judge)\n"
+        "assert 'realjudge.inference.vllm_backend' not in sys.modules, 'judge imported backend'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -15,7 +15,10 @@
   ``datasets.load_dataset`` and parsed by the same row parsers.
 
 Every malformed row is reported with its file, row and field: :class:`DataError` on the first
-one, or -- with ``skip_bad=True`` -- skipped and listed in :attr:`LoadResult.bad_rows`.
+one, or -- with ``skip_bad=True`` -- skipped and listed in :attr:`LoadResult.bad_rows`. JSON and
+JSONL files are read as bytes: a row with an invalid UTF-8 byte is a bad row like any other,
+named with the byte's offset in the file, and the rows around it are kept; a UTF-8 BOM and CRLF
+line ends are accepted.
 """
 
 from __future__ import annotations
@@ -77,12 +80,18 @@ class BadRow:
 
 @dataclass
 class LoadResult:
-    """What :func:`load_records` read: the records, the skipped rows, and where/how."""
+    """What :func:`load_records` read: the records, the skipped rows, and where/how.
+
+    ``record_rows[i]`` is the row (same numbering as :attr:`BadRow.row`) that ``records[i]``
+    came from, so records and bad rows can be put back in input order
+    (:func:`realjudge.evaluate.run.in_input_order`).
+    """
 
     records: list[JudgeRecord]
     bad_rows: list[BadRow] = field(default_factory=list)
     source: str = ""
     format: str = ""
+    record_rows: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -261,7 +270,12 @@ def _load_embedded(spec: str, split: str | None, limit: int | None, seed: int) -
     records = generate_embedded(split, n=limit, seed=seed)
     if limit is not None:
         records = records[:limit]
-    return LoadResult(records=records, source=f"embedded:{split}", format=FORMAT_EMBEDDED)
+    return LoadResult(
+        records=records,
+        source=f"embedded:{split}",
+        format=FORMAT_EMBEDDED,
+        record_rows=list(range(len(records))),
+    )
 
 
 def _load_file(path: Path, limit: int | None, skip_bad: bool) -> LoadResult:
@@ -297,19 +311,34 @@ def _load_hub(spec: str, split: str | None, limit: int | None, skip_bad: bool) -
     return _parse_rows(rows(), source, _name_prefix(spec.split("/")[-1]), limit, skip_bad)
 
 
+_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # an undecodable byte, after surrogateescape
+
+
 def _iter_json_or_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
-    """Yield ``(row, row_kind, value)``; a JSON-decoding failure of one line is the value
-    :class:`_BadJson`."""
-    with path.open("r", encoding="utf-8-sig") as f:
+    """Yield ``(row, row_kind, value)``; a row that cannot be decoded (JSON syntax, invalid
+    UTF-8 bytes) is yielded as a :class:`_BadJson` at its place, so the other rows survive.
+
+    Bytes are read as they are: a UTF-8 BOM is skipped, CRLF line ends are accepted, and an
+    invalid UTF-8 byte is reported with its byte offset in the file (0-based, BOM included).
+    """
+    with path.open("rb") as f:
         head = f.read(4096)
-    first = head.lstrip()[:1]
+    if head.startswith(_UTF16_BOMS):
+        raise DataError(f"{path} is UTF-16 encoded (it starts with a UTF-16 BOM); save it as UTF-8")
+    skip = len(_BOM) if head.startswith(_BOM) else 0
+    first = head[skip:].lstrip()[:1]
     if not first:
         raise DataError(f"{path} is empty: no rows to load")
-    if first == "[" or (first == "{" and path.suffix.lower() == ".json"):
+    if first == b"[" or (first == b"{" and path.suffix.lower() == ".json"):
+        raw = path.read_bytes()[skip:]
+        text = raw.decode("utf-8", "surrogateescape")
         try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            data = json.loads(text)
         except json.JSONDecodeError as e:
-            if first == "{" and e.msg == "Extra data":
+            if first == b"{" and e.msg == "Extra data":
                 data = None  # JSON lines in a .json file
             else:
                 raise DataError(
@@ -323,17 +352,87 @@ def _iter_json_or_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
                 )
             if not data:
                 raise DataError(f"{path} is empty: the JSON list has no rows")
-            yield from ((i, INDEX, row) for i, row in enumerate(data))
+            offsets = iter(_escaped_byte_offsets(text, skip))
+            for i, row in enumerate(data):
+                yield i, INDEX, _check_text(row, offsets)
             return
-    with path.open("r", encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    with path.open("rb") as f:
+        offset = 0
+        for lineno, raw_line in enumerate(f, start=1):
+            start, offset = offset, offset + len(raw_line)
+            if lineno == 1 and skip:
+                raw_line, start = raw_line[skip:], start + skip
+            if not raw_line.strip():
                 continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as e:
-                value = _BadJson(f"invalid JSON: {e.msg} (column {e.colno})")
-            yield lineno, LINE, value
+            yield lineno, LINE, _decode_line(raw_line, start)
+
+
+def _decode_line(raw: bytes, start: int) -> Any:
+    """One JSONL line (``start``: its byte offset in the file) as a JSON value or _BadJson."""
+    text = raw.decode("utf-8", "surrogateescape")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        bad = _ESCAPED_BYTE.search(text)
+        if bad is not None:  # the syntax error may well come from the bad byte
+            return _BadJson(_invalid_byte_message(text, bad.start(), start))
+        return _BadJson(f"invalid JSON: {e.msg} (column {e.colno})")
+    return _check_text(value, iter(_escaped_byte_offsets(text, start)))
+
+
+def _escaped_byte_offsets(text: str, base: int) -> list[tuple[int, int]]:
+    """``(file offset, byte value)`` of every undecodable byte of ``text`` (a surrogateescape
+    decoding of the bytes that start at file offset ``base``), in order."""
+    out: list[tuple[int, int]] = []
+    pos, byte = 0, base
+    for m in _ESCAPED_BYTE.finditer(text):
+        byte += len(text[pos : m.start()].encode("utf-8", "surrogateescape"))
+        out.append((byte, ord(m.group()) - 0xDC00))
+        byte += 1
+        pos = m.end()
+    return out
+
+
+def _invalid_byte_message(text: str, index: int, base: int) -> str:
+    offset = base + len(text[:index].encode("utf-8", "surrogateescape"))
+    value = ord(text[index]) - 0xDC00
+    return f"invalid UTF-8 byte 0x{value:02x} at byte offset {offset} of the file (0-based)"
+
+
+def _check_text(value: Any, offsets: Iterator[tuple[int, int]]) -> Any:
+    """``value``, or a :class:`_BadJson` naming the field when one of its strings holds an
+    undecodable byte (``offsets`` yields their file offsets, in file order; consumed) or an
+    unpaired surrogate escape, which is not valid Unicode either."""
+    found: list[tuple[str, str]] = []
+    _find_surrogates(value, "", found)
+    if not found:
+        return value
+    field, first = found[0][0], found[0][1][0]
+    n_escaped = sum(len(_ESCAPED_BYTE.findall(chars)) for _, chars in found)
+    spans = [next(offsets, None) for _ in range(n_escaped)]  # this row's share, in order
+    if _ESCAPED_BYTE.match(first) and spans and spans[0] is not None:
+        offset, byte = spans[0]
+        message = f"invalid UTF-8 byte 0x{byte:02x} at byte offset {offset} of the file (0-based)"
+    else:
+        message = f"unpaired surrogate \\u{ord(first):04x}: not valid Unicode"
+    return _BadJson(message, field or "<row>")
+
+
+def _find_surrogates(value: Any, path: str, found: list[tuple[str, str]]) -> None:
+    """Append ``(field path, surrogates)`` for every string in ``value`` (keys included) that
+    holds surrogate characters, in document order; the first one is ``found[0]``."""
+    if isinstance(value, str):
+        chars = "".join(_SURROGATE.findall(value))
+        if chars:
+            found.append((path, chars))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            key = str(k)
+            _find_surrogates(key, path or "<key>", found)
+            _find_surrogates(v, f"{path}.{key}" if path else key, found)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _find_surrogates(v, f"{path}[{i}]", found)
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, str, Any]]:
@@ -354,7 +453,10 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, str, Any]]:
 
 @dataclass(frozen=True)
 class _BadJson:
+    """A row that could not be decoded; ``field`` names the part that is bad, if known."""
+
     message: str
+    field: str = "<row>"
 
 
 def _parse_rows(
@@ -365,6 +467,7 @@ def _parse_rows(
     skip_bad: bool,
 ) -> LoadResult:
     records: list[JudgeRecord] = []
+    record_rows: list[int] = []
     bad: list[BadRow] = []
     fmt: str | None = None
     seen_ids: set[str] = set()
@@ -375,7 +478,7 @@ def _parse_rows(
             break
         try:
             if isinstance(value, _BadJson):
-                raise _RowError("<row>", value.message)
+                raise _RowError(value.field, value.message)
             if not isinstance(value, dict):
                 raise _RowError("<row>", f"expected a JSON object, got {type(value).__name__}")
             if fmt is None:
@@ -393,6 +496,7 @@ def _parse_rows(
                 raise _RowError("id", f"duplicate id {record.id!r}")
             seen_ids.add(record.id)
             records.append(record)
+            record_rows.append(row_no)
         except _RowError as e:
             message = e.message if fmt is None else f"{e.message} [format: {fmt}]"
             bad_row = BadRow(source, row_no, e.field, message, kind)
@@ -405,7 +509,9 @@ def _parse_rows(
         raise DataError(
             f"{source}: no valid rows ({len(bad)} bad); first problem: {bad[0] if bad else '-'}"
         )
-    return LoadResult(records=records, bad_rows=bad, source=source, format=fmt or "")
+    return LoadResult(
+        records=records, bad_rows=bad, source=source, format=fmt or "", record_rows=record_rows
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -260,8 +260,10 @@ def _report_markdown(
         (k, json.dumps(json_safe(v)) if not isinstance(v, str) else v) for k, v in _flatten(config)
     ]
     status = metrics.get("status_counts") or {}
-    sections = [
-        f"# {title}",
+    sections = [f"# {title}"]
+    if config.get("reading"):
+        sections.append(f"Reading: {config['reading']}.")
+    sections += [
         "## Configuration",
         _md_table(["key", "value"], config_rows) if config_rows else "_empty_",
         "## Metrics",

@@ -3,8 +3,10 @@
 :func:`run_eval` is what ``realjudge eval`` calls; :func:`score_file` is what ``realjudge
 score`` calls. Both stream one JSON line per input row (flushed as it is written), so a long
 run can be watched with ``tail -f`` and an interrupted run keeps what it did. Rows the loader
-could not parse are written too, with ``status: "bad_row"`` and their row number: every input
-row has a line in the output.
+could not parse are written too, at their place, with ``status: "bad_row"`` and their row
+number: every input row has a line in the output, in input order (``row`` on every line).
+The reading mode that ran (CoT or not, samples, token cap; inherited from a trained judge
+unless set) is logged, returned and written into ``metrics.json`` and the report.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -24,9 +27,16 @@ log = logging.getLogger(__name__)
 BAD_ROW = "bad_row"
 
 
-@dataclass
+@dataclass(init=False)
 class EvalConfig:
-    """One evaluation run (the flags of ``realjudge eval``).
+    """One evaluation run (the flags of ``realjudge eval``): what to grade, where to write,
+    and a :class:`~realjudge.inference.settings.JudgeConfig` for how to read the scores.
+
+    ``EvalConfig(model=..., data=..., cot=True, ...)`` takes the run's own fields and any
+    :class:`JudgeConfig` field by name (or a whole ``judge=``); the latter go into
+    :attr:`judge`. The judge's settings left ``None`` (``cot``, ``samples``,
+    ``max_new_tokens``, ``fmt``, ``normalize``) are the model's training settings (its
+    ``realjudge.json``), else the plain defaults; ``metrics.json`` echoes the values used.
 
     Attributes:
         model: ``embedded``, ``tiny``, a checkpoint directory or a hub id
@@ -36,59 +46,60 @@ class EvalConfig:
             (:func:`realjudge.data.loaders.load_records`).
         split: data split (embedded: ``test`` by default; hub: ``train`` by default).
         limit: grade only the first ``limit`` records.
-        mode, cot, samples, normalize, fmt, batch_size, max_new_tokens, temperature, top_p,
-        max_prompt_tokens, backend: see :class:`~realjudge.inference.judge.JudgeConfig`;
-            ``fmt`` and ``normalize`` left ``None`` are the model's training settings (its
-            ``realjudge.json``), else ``"result"`` / ``True``. ``metrics.json`` echoes the
-            values used.
         out: output directory (default ``runs/eval-<timestamp>``).
-        skip_bad: skip malformed input rows (they are still listed in predictions.jsonl)
-            instead of stopping at the first one.
-        seed: data generation (embedded), sampling and bootstrap seed.
+        skip_bad: skip malformed input rows (they are still listed in predictions.jsonl, at
+            their place) instead of stopping at the first one before any work.
         n_boot: bootstrap resamples for the confidence intervals.
         device, dtype: ``auto`` / ``None`` pick CUDA + bf16 when present, else CPU + fp32.
-        progress: show a progress bar.
+        judge: how scores are read; its ``seed`` (data generation, sampling, bootstrap) and
+            ``progress`` serve the whole run (also readable as ``cfg.seed``).
     """
 
     model: str = "embedded"
     data: str = "embedded"
     split: str | None = None
     limit: int | None = None
-    mode: str = "rail"
-    cot: bool = False
-    samples: int = 1
-    normalize: bool | None = None
-    fmt: str | None = None
     out: str | None = None
-    batch_size: int = 8
-    max_new_tokens: int = 256
     skip_bad: bool = False
-    seed: int = 0
     n_boot: int = 1000
     device: str | None = None
     dtype: str | None = None
-    progress: bool = True
-    temperature: float | None = None
-    top_p: float = 0.9
-    max_prompt_tokens: int | None = 2048
-    backend: str = "auto"
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
-    def judge_config(self) -> JudgeConfig:
-        return JudgeConfig(
-            mode=self.mode,
-            cot=self.cot,
-            samples=self.samples,
-            normalize=self.normalize,
-            fmt=self.fmt,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            batch_size=self.batch_size,
-            max_prompt_tokens=self.max_prompt_tokens,
-            backend=self.backend,
-            progress=self.progress,
-            seed=self.seed,
-        )
+    def __init__(
+        self,
+        model: str = "embedded",
+        data: str = "embedded",
+        split: str | None = None,
+        limit: int | None = None,
+        out: str | None = None,
+        skip_bad: bool = False,
+        n_boot: int = 1000,
+        device: str | None = None,
+        dtype: str | None = None,
+        judge: JudgeConfig | None = None,
+        **judge_fields: Any,
+    ) -> None:
+        unknown = sorted(set(judge_fields) - {f.name for f in fields(JudgeConfig)})
+        if unknown:
+            raise TypeError(f"EvalConfig got unknown fields {unknown}")
+        self.model, self.data, self.split, self.limit = model, data, split, limit
+        self.out, self.skip_bad, self.n_boot = out, skip_bad, n_boot
+        self.device, self.dtype = device, dtype
+        self.judge = replace(judge or JudgeConfig(), **judge_fields)
+
+    @property
+    def seed(self) -> int:
+        return 0 if self.judge.seed is None else self.judge.seed
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's fields and the judge's in one flat dict (``system`` only when it is not
+        the default prompt)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "judge"}
+        judge = asdict(self.judge)
+        if judge["system"] == JudgeConfig.system:
+            del judge["system"]
+        return {**out, **judge}
 
 
 def default_out_dir(prefix: str = "eval") -> Path:
@@ -115,16 +126,32 @@ def _write_line(f: IO[str], row: dict) -> None:
     f.flush()
 
 
+def in_input_order(
+    positions: Iterable[int], predictions: Iterable[dict], bad_rows: Iterable[Any]
+) -> Iterator[dict]:
+    """Output lines in input order: the prediction of the record read from row
+    ``positions[i]`` (with that ``row``), and each bad row's line (:func:`bad_row_line`) at its
+    own row. Streams: a prediction is passed on as soon as it arrives."""
+    bad = iter(sorted(bad_rows, key=lambda b: b.row))
+    pending = next(bad, None)
+    for pos, prediction in zip(positions, predictions, strict=True):
+        while pending is not None and pending.row < pos:
+            yield bad_row_line(pending)
+            pending = next(bad, None)
+        yield {**prediction, "row": pos}
+    while pending is not None:
+        yield bad_row_line(pending)
+        pending = next(bad, None)
+
+
 def _stream(judge: Judge, loaded: Any, path: Path) -> list[dict]:
-    """Write the bad rows, then one prediction per record; return every row written."""
+    """Write one line per input row, in input order; return every row written."""
     rows: list[dict] = []
     path.parent.mkdir(parents=True, exist_ok=True)
+    positions = loaded.record_rows or range(len(loaded.records))
+    lines = in_input_order(positions, judge.predict(loaded.records), loaded.bad_rows)
     with path.open("w", encoding="utf-8") as f:
-        for bad in loaded.bad_rows:
-            row = bad_row_line(bad)
-            _write_line(f, row)
-            rows.append(row)
-        for row in judge.predict(loaded.records):
+        for row in lines:
             _write_line(f, row)
             rows.append(row)
     return rows
@@ -147,14 +174,14 @@ def run_eval(cfg: EvalConfig) -> dict:
 
     out = Path(cfg.out) if cfg.out else default_out_dir("eval")
     out.mkdir(parents=True, exist_ok=True)
-    judge_cfg = cfg.judge_config()  # validates the inference flags before any loading
     loaded = load_records(
         cfg.data, cfg.split, limit=cfg.limit, skip_bad=cfg.skip_bad, seed=cfg.seed
     )
     for bad in loaded.bad_rows:
         log.warning("bad input row skipped: %s", bad)
     t0 = time.perf_counter()
-    judge = load_judge(cfg.model, judge_cfg, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+    judge = load_judge(cfg.model, cfg.judge, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+    log.info("reading: %s", judge.reading)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     rows = _stream(judge, loaded, out / "predictions.jsonl")
@@ -169,7 +196,9 @@ def run_eval(cfg: EvalConfig) -> dict:
         "backend": judge.backend.name,
         "out": str(out),
     }
-    config = asdict(cfg)
+    metrics["reading"] = judge.reading
+    used = judge.config
+    config = cfg.to_dict()
     config.update(
         out=str(out),
         data_source=loaded.source,
@@ -178,12 +207,18 @@ def run_eval(cfg: EvalConfig) -> dict:
         n_bad_rows=len(loaded.bad_rows),
         scale=list(scale),
         backend_used=judge.backend.name,
-        temperature_used=judge_cfg.effective_temperature if cfg.cot else None,
-        fmt=judge.config.fmt,  # the values used (unset: the model's training settings)
-        normalize=judge.config.normalize,
+        temperature_used=used.effective_temperature if used.cot else None,
+        # the values used (left unset: the model's training settings, else the defaults)
+        cot=used.cot,
+        samples=used.effective_samples,
+        max_new_tokens=used.max_new_tokens,
+        fmt=used.fmt,
+        normalize=used.normalize,
+        reading=judge.reading,
+        reading_sources=judge.sources,
     )
-    reading = ("CoT + " if cfg.cot else "score-only ") + (
-        "RAIL" if cfg.mode == "rail" else "decode"
+    reading = ("CoT + " if used.cot else "score-only ") + (
+        "RAIL" if used.mode == "rail" else "decode"
     )
     title = f"{cfg.model} on {loaded.source} ({reading})"
     files = write_report(out, rows, metrics, config, title=title)
@@ -201,20 +236,24 @@ def score_file(
     dtype: str | None = None,
     seed: int = 0,
     split: str | None = None,
+    skip_bad: bool = True,
 ) -> dict[str, Any]:
     """Grade every row of ``input`` (any format :func:`~realjudge.data.loaders.load_records`
     reads; gold optional) into the JSONL file ``output``; the Python side of ``realjudge score``.
 
-    Malformed rows become lines with ``status: "bad_row"`` and their row number; items that fail
-    at inference get ``status: "error: ..."``. ``model`` is a model spec or an already built
-    :class:`~realjudge.inference.judge.Judge`. Returns counts: ``n_rows``, ``n_scored``,
-    ``n_bad_rows``, ``n_errors``, ``status_counts``, ``output``.
+    Every input row gets one output line, in input order: malformed rows become lines with
+    ``status: "bad_row"`` and their row number (``skip_bad=False``: the first one stops the
+    run with a :class:`~realjudge.data.loaders.DataError` naming file, row and field, before
+    the model is loaded); items that fail at inference get ``status: "error: ..."``. ``model``
+    is a model spec or an already built :class:`~realjudge.inference.judge.Judge`. Returns
+    counts: ``n_rows``, ``n_scored``, ``n_bad_rows``, ``n_errors``, ``status_counts``,
+    ``output``, and ``reading`` (the reading mode in words).
     """
     from collections import Counter
 
     from realjudge.data.loaders import load_records
 
-    loaded = load_records(str(input), split, skip_bad=True, seed=seed)
+    loaded = load_records(str(input), split, skip_bad=skip_bad, seed=seed)
     judge = (
         model
         if isinstance(model, Judge)
@@ -229,6 +268,7 @@ def score_file(
         "n_errors": counts["error"],
         "status_counts": dict(sorted(counts.items())),
         "output": str(output),
+        "reading": judge.reading,
     }
 
 
@@ -241,6 +281,8 @@ def format_summary(metrics: dict, out: str | Path | None = None) -> str:
     lines = [
         f"rows {metrics.get('n_total')}  scored {metrics.get('n')}  failed {metrics.get('n_failed')}"
     ]
+    if metrics.get("reading"):
+        lines.append(f"reading: {metrics['reading']}")
     for name in ("pearson", "spearman", "kendall", "rmse", "mae", "accuracy"):
         ci = metrics.get(f"{name}_ci")
         ci_txt = f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""

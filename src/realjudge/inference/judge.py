@@ -56,15 +56,16 @@ Prediction row keys:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from realjudge.data.records import JudgeRecord
 from realjudge.inference.batch import judge_forward, make_batch
+from realjudge.inference.items import JudgeItem, SampleOutcome
+from realjudge.inference.parse import parse_score
 from realjudge.inference.rollout import (
     FORCED_CUE,
     OK,
@@ -74,166 +75,38 @@ from realjudge.inference.rollout import (
     stop_token_ids,
     written_text,
 )
-from realjudge.scoring.prompts import DEFAULT_SYSTEM, get_format, render_prompt
+from realjudge.inference.settings import (
+    BACKENDS,
+    MODES,
+    JudgeConfig,
+    describe_reading,
+    setting_sources,
+)
+from realjudge.scoring.prompts import render_prompt
 from realjudge.scoring.rail import score_distribution
 from realjudge.scoring.vocab import ScoreVocab
 
-log = logging.getLogger(__name__)
-
-MODES = ("rail", "decode")
-BACKENDS = ("auto", "transformers", "vllm")
-_STATUS_RANK = {OK: 0, RETOKENIZED_CUE: 1, FORCED_CUE: 2}
-
-
-@dataclass
-class JudgeConfig:
-    """How a :class:`Judge` reads scores.
-
-    Attributes:
-        mode: ``"rail"`` predicts the expected score ``sum_k k p_k``; ``"decode"`` predicts the
-            score the judge wrote (see the module doc for the fallbacks).
-        cot: write a chain of thought (feedback) before the score. ``False`` (score-only) puts
-            the score cue right after the prompt: one forward pass per item.
-        samples: chains of thought per item (``K``); their distributions and scores are
-            averaged. Score-only reading is deterministic, so it always uses one.
-        normalize: renormalise the score probabilities over the score tokens (RAIL proper).
-            ``False`` keeps the raw full-vocabulary probabilities, as the REAL and TRACT
-            authors' code does; the expected score is then ``sum_k k p_k`` of those raw
-            probabilities and ``leaked_mass`` tells how much is missing. ``None`` (default):
-            what the model was trained with (``rail_normalize`` in the ``realjudge.json`` of a
-            ``realjudge train`` output, read by :func:`load_judge`), else ``True``.
-        fmt: output format, ``"result"`` (``Feedback: ... [RESULT] N``, Prometheus) or
-            ``"overall"`` (``... So the overall score is N``, the REAL authors'). ``None``
-            (default): the model's training format (``realjudge.json``), else ``"result"``.
-        max_new_tokens: length limit of a chain of thought.
-        temperature: sampling temperature of the chain of thought. ``None`` means 1.0 when
-            ``samples > 1`` and greedy decoding with one sample; 0 means greedy.
-        top_p: nucleus sampling threshold (ignored when greedy); 0.9 is the REAL authors'
-            rollout setting.
-        batch_size: items per generation batch, and rows per scoring forward pass. With
-            vLLM it is the number of requests handed over at once: use a large value (256).
-        max_prompt_tokens: prompts longer than this are cut on the left (the REAL authors'
-            truncation side); ``None`` keeps them whole.
-        system: system prompt (``None`` or ``""`` for none).
-        backend: ``"transformers"``, ``"vllm"``, or ``"auto"`` (vLLM when it is installed and
-            a CUDA GPU is present, else transformers; decided by :func:`load_judge`).
-        progress: show a progress bar (tqdm).
-        seed: seeds torch before sampling, so sampled chains of thought are reproducible
-            (``None`` leaves the generator alone).
-    """
-
-    mode: str = "rail"
-    cot: bool = False
-    samples: int = 1
-    normalize: bool | None = None
-    fmt: str | None = None
-    max_new_tokens: int = 256
-    temperature: float | None = None
-    top_p: float = 0.9
-    batch_size: int = 8
-    max_prompt_tokens: int | None = 2048
-    system: str | None = DEFAULT_SYSTEM
-    backend: str = "auto"
-    progress: bool = True
-    seed: int | None = 0
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.fmt is not None:
-            get_format(self.fmt)  # raises on an unknown format
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 8:
-            raise ValueError(f"max_prompt_tokens must be >= 8, got {self.max_prompt_tokens}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.temperature is not None and self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.cot and self.samples > 1 and self.greedy:
-            raise ValueError(
-                "several samples need sampling: set temperature > 0 (or leave it unset for 1.0)"
-            )
-
-    def with_model_defaults(self, defaults: Mapping[str, Any] | None = None) -> JudgeConfig:
-        """This config with ``fmt`` / ``normalize`` that are ``None`` taken from ``defaults``
-        (a model's, :func:`realjudge.models.read_judge_defaults`), else ``"result"`` / ``True``;
-        values set explicitly are kept."""
-        defaults = defaults or {}
-        fmt = self.fmt if self.fmt is not None else defaults.get("fmt", "result")
-        normalize = self.normalize
-        if normalize is None:
-            normalize = bool(defaults.get("normalize", True))
-        return replace(self, fmt=fmt, normalize=normalize)
-
-    @property
-    def effective_samples(self) -> int:
-        """Samples actually drawn: 1 without a chain of thought."""
-        return self.samples if self.cot else 1
-
-    @property
-    def effective_temperature(self) -> float:
-        """The sampling temperature; 0.0 means greedy decoding."""
-        if self.temperature is None:
-            return 1.0 if self.samples > 1 else 0.0
-        return float(self.temperature)
-
-    @property
-    def greedy(self) -> bool:
-        return self.effective_temperature == 0.0
-
-
-# ------------------------------------------------------------------------------------------
-# free-text score parser
-
-_NUM = r"(\d+(?:\.\d+)?)"
-_DEN = r"(?:\s*/\s*(\d+))?"
-_PATTERNS = [
-    # "[RESULT] 4", "[RESULT]: 4/5", "[RESULT] (4)", "[RESULT] **4**"
-    re.compile(r"\[RESULT\]\s*[:=\-]?\s*[(\[]?\s*\**\s*" + _NUM + _DEN + r"(?!\d)", re.I),
-    # "Score: 4", "So the overall score is 4.", "Rating - 4/5", "overall score is **4**"
-    re.compile(r"\b(?:score|rating|grade)\b[^\d\n]{0,24}?" + _NUM + _DEN + r"(?!\d)", re.I),
-    # "**4**", "**4/5**"
-    re.compile(r"\*\*\s*" + _NUM + _DEN + r"\s*\*\*"),
-    # the whole text is the score: "4", "4/5", "(4).", "[4]"
-    re.compile(r"^\s*[(\[]?\s*" + _NUM + _DEN + r"\s*[)\]]?\s*\.?\s*$"),
+__all__ = [
+    "BACKENDS",
+    "MODES",
+    "Judge",
+    "JudgeConfig",
+    "JudgeItem",
+    "SampleOutcome",
+    "TransformersBackend",
+    "build_row",
+    "encode_prompt",
+    "error_row",
+    "load_judge",
+    "parse_score",
+    "resolve_backend",
+    "score_prompt_ids",
+    "vllm_available",
 ]
 
+log = logging.getLogger(__name__)
 
-def parse_score(text: str, scale: tuple[int, int] = (1, 5)) -> int | None:
-    """The integer score a free-text judge output states, or ``None``.
-
-    Patterns are tried from the most to the least explicit: ``[RESULT] N`` (also ``[RESULT]:
-    N/5``), then ``score/rating/grade ... N`` (``Score: 4``, ``So the overall score is 4.``),
-    then a bold ``**N**``, then a text that is only the number. The first pattern that occurs
-    decides, using its LAST occurrence (judges state the verdict at the end). ``N/D`` counts
-    only when ``D`` is the top of the scale. A non-integer or out-of-scale number gives
-    ``None``: the output states a score, but not one of the scale.
-    """
-    if not text:
-        return None
-    lo, hi = scale
-    for pattern in _PATTERNS:
-        last = None
-        for last in pattern.finditer(text):  # noqa: B007 - the last match is wanted
-            pass
-        if last is None:
-            continue
-        number, denominator = last.group(1), last.group(2)
-        if denominator is not None and int(denominator) != hi:
-            return None
-        value = float(number)
-        if not value.is_integer():
-            return None
-        value_int = int(value)
-        return value_int if lo <= value_int <= hi else None
-    return None
+_STATUS_RANK = {OK: 0, RETOKENIZED_CUE: 1, FORCED_CUE: 2}
 
 
 # ------------------------------------------------------------------------------------------
@@ -261,31 +134,6 @@ def score_prompt_ids(tokenizer: Any, prompt_text: str, vocab: ScoreVocab) -> lis
     if ids[-len(cue) :] != cue:
         ids = encode_prompt(tokenizer, prompt_text) + cue
     return ids
-
-
-@dataclass
-class JudgeItem:
-    """One record ready for a backend.
-
-    ``prompt_ids`` ends with the score cue when the config reads scores without a CoT.
-    """
-
-    record: JudgeRecord
-    vocab: ScoreVocab
-    prompt_ids: list[int]
-    truncated: bool = False
-
-
-@dataclass
-class SampleOutcome:
-    """What one sample (one chain of thought, or the score-only read) gave."""
-
-    probs: list[float]  # score probabilities (normalised or raw)
-    leaked: float  # 1 - sum of the raw score probabilities
-    status: str = OK  # ok | retokenized_cue | forced_cue
-    feedback: str = ""  # the chain of thought up to and including the cue
-    sampled_score: int | None = None  # the score token the model wrote right after the cue
-    parsed_score: int | None = None  # the score parse_score found in the full generated text
 
 
 def _gold(record: Any) -> float | None:
@@ -473,11 +321,23 @@ class Judge:
     ``predict`` yields one row per record, in input order; see the module doc for the keys.
     Items are grouped by prompt length inside windows of ``16 * batch_size`` records, so rows
     stream out window by window.
+
+    Settings left ``None`` in ``config`` get :data:`~realjudge.inference.settings.FALLBACKS`
+    (:func:`load_judge` fills in the model's own first). ``sources`` says where each came from
+    (:func:`~realjudge.inference.settings.setting_sources`; :func:`load_judge` passes it).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, config: JudgeConfig | None = None) -> None:
-        # fmt / normalize left unset: the usual defaults (load_judge fills in the model's first)
-        self.config = (config or JudgeConfig()).with_model_defaults()
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        config: JudgeConfig | None = None,
+        *,
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
+        config = config or JudgeConfig()
+        self.sources = dict(sources) if sources is not None else setting_sources(config, {})
+        self.config = config.with_model_defaults()
         self.tokenizer = tokenizer
         self.model = model
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
@@ -501,6 +361,11 @@ class Judge:
             )
         self._vocabs: dict[tuple[int, int], ScoreVocab] = {}
         self.window = 16 * self.config.batch_size
+
+    @property
+    def reading(self) -> str:
+        """The reading mode in words (:func:`~realjudge.inference.settings.describe_reading`)."""
+        return describe_reading(self.config, self.sources)
 
     # -- preparation ---------------------------------------------------------------------
 
@@ -649,21 +514,26 @@ def load_judge(
 ) -> Judge:
     """Load ``model`` (a :func:`realjudge.models.load_model` spec) behind the configured backend.
 
-    ``fmt`` and ``normalize`` left ``None`` in ``config`` become what the model was trained with
-    (:func:`realjudge.models.read_judge_defaults`), else ``"result"`` / ``True``.
+    Settings left ``None`` in ``config`` (``cot``, ``samples``, ``max_new_tokens``, ``fmt``,
+    ``normalize``) become what the model was trained with
+    (:func:`realjudge.models.read_judge_defaults`: a CoT-trained judge is read with a CoT),
+    else :data:`~realjudge.inference.settings.FALLBACKS`; ``Judge.sources`` records which.
     """
     from realjudge import models
 
     config = config or JudgeConfig()
     backend = resolve_backend(config.backend, model)
+    defaults = models.read_judge_defaults(model)
+    sources = setting_sources(config, defaults)
+    config = config.with_model_defaults(defaults)
     if backend == "vllm":
         from realjudge.inference.vllm_backend import load_llm
 
         path = str(models._embedded_checkpoint()) if model == "embedded" else model
         tokenizer = models.load_tokenizer(path)
         llm = load_llm(path, dtype=dtype, seed=seed)
-        config = config.with_model_defaults(models.read_judge_defaults(model))
-        return Judge(llm, tokenizer, replace(config, backend="vllm"))
+        return Judge(llm, tokenizer, replace(config, backend="vllm"), sources=sources)
     loaded = models.load_model(model, device=device, dtype=dtype, seed=seed)
-    config = config.with_model_defaults(loaded.judge_defaults)
-    return Judge(loaded.model, loaded.tokenizer, replace(config, backend="transformers"))
+    return Judge(
+        loaded.model, loaded.tokenizer, replace(config, backend="transformers"), sources=sources
+    )

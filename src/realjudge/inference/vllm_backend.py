@@ -1,5 +1,9 @@
 """vLLM backend for :class:`~realjudge.inference.judge.Judge`: same items, same rows.
 
+It depends only on the lower modules :mod:`~realjudge.inference.settings`,
+:mod:`~realjudge.inference.items` and :mod:`~realjudge.inference.parse`; the judge module picks
+it (and imports it lazily), never the other way round.
+
 Status: only the glue is tested (on CPU, against a fake ``vllm`` module that answers from a
 tiny transformers model, see ``tests/inference/test_vllm_backend.py``). The real vLLM path
 has NOT been run in this repository's development environment (no GPU there). Check it on a
@@ -33,8 +37,10 @@ from typing import Any
 
 import torch
 
-from realjudge.inference.judge import JudgeConfig, JudgeItem, SampleOutcome, parse_score
+from realjudge.inference.items import JudgeItem, SampleOutcome
+from realjudge.inference.parse import parse_score
 from realjudge.inference.rollout import finish_rollout, stop_token_ids
+from realjudge.inference.settings import JudgeConfig
 from realjudge.scoring.vocab import ScoreVocab
 
 DEFAULT_TOP_LOGPROBS = 20  # vLLM's default max_logprobs

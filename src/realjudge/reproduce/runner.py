@@ -468,6 +468,7 @@ def eval_run(
         split=bench.split,
         limit=bench.limit,
         cot=cot,
+        samples=1,
         max_new_tokens=exp.max_new_tokens,
         batch_size=exp.eval_batch_size,
         out=str(out),
@@ -476,7 +477,7 @@ def eval_run(
         device=None if device == "auto" else device,
         progress=True,
     )
-    wanted = portable(asdict(ecfg), root)
+    wanted = portable(ecfg.to_dict(), root)  # the flat layout of earlier records
     metrics_path = out / "metrics.json"
     done = _done_before(out, root, reuse, wanted)
     if done is not None and metrics_path.is_file():
