@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from realjudge.data.records import JudgeRecord
-from realjudge.inference.judge import parse_score
+from realjudge.inference.parse import parse_score
 from realjudge.inference.rollout import (
     FORCED_CUE,
     OK,
