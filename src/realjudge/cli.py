@@ -455,23 +455,53 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_quickstart(sub: Any) -> None:
+    from realjudge.quickstart import QuickstartConfig
+
+    d = QuickstartConfig()
     p = sub.add_parser(
         "quickstart",
         help="the main job: train a judge on the embedded default, print before/after",
-        description="Evaluate the embedded model on the embedded test and out-of-domain "
-        "splits, train it in stages (see realjudge.quickstart), evaluate again and print "
-        "Pearson/Spearman before and after. Sized for a 2-core CPU.",
+        description="Evaluate the model on the embedded test and out-of-domain splits, train "
+        "it in stages (TRACT, then REAL warm-started from it; see realjudge.quickstart), "
+        "evaluate again and print Pearson/Spearman before and after. Sized for a 2-core CPU "
+        "and the embedded model; any --model works (half its layers stay frozen, the output "
+        "format follows a model written by 'realjudge train'), and a bad one is refused "
+        "before any work.",
     )
-    p.add_argument("--out", default="runs/quickstart", help="run directory")
-    p.add_argument("--model", default="embedded", help="starting model")
-    p.add_argument("--eval-limit", type=int, default=None, help="items per evaluation split")
+    p.add_argument("--out", default=d.out, help=f"run directory (default: {d.out})")
+    p.add_argument(
+        "--model",
+        default=d.model,
+        help="starting model: 'embedded', 'tiny' (random 2-layer, for smoke runs), a "
+        "checkpoint directory, a directory written by 'realjudge train', or a hub id "
+        f"(default: {d.model})",
+    )
+    p.add_argument(
+        "--device",
+        default=d.device,
+        help=f"auto (CUDA when present, else CPU), cpu, cuda, ... (default: {d.device})",
+    )
+    p.add_argument(
+        "--eval-limit",
+        type=int,
+        default=d.eval_limit,
+        help=f"items per evaluation split (default: {d.eval_limit})",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=d.max_new_tokens,
+        help=f"feedback length limit of CoT evaluation and rollouts (default: {d.max_new_tokens})",
+    )
     p.add_argument(
         "--steps",
         type=int,
         nargs="+",
         default=None,
         metavar="N",
-        help="steps of each stage, in order (default: the stages' own)",
+        help="steps of each stage, in order (default: "
+        + " ".join(str(s.max_steps) for s in d.stages)
+        + ")",
     )
     p.add_argument(
         "--no-cot",
@@ -483,7 +513,12 @@ def _add_quickstart(sub: Any) -> None:
         action="store_true",
         help="also evaluate after every intermediate stage (default: before and after only)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help=f"data, sampling and training seed (default: {d.seed})",
+    )
     p.set_defaults(handler=_run_quickstart)
 
 
@@ -493,12 +528,13 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     cfg = QuickstartConfig(
         out=args.out,
         model=args.model,
+        device=args.device,
         seed=args.seed,
+        eval_limit=args.eval_limit,
+        max_new_tokens=args.max_new_tokens,
         eval_cot=not args.no_cot,
         eval_each_stage=args.eval_each_stage,
     )
-    if args.eval_limit is not None:
-        cfg.eval_limit = args.eval_limit
     if args.steps is not None:
         if len(args.steps) != len(cfg.stages):
             raise ValueError(f"--steps takes {len(cfg.stages)} numbers, one per stage")
