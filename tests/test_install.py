@@ -135,3 +135,16 @@ def test_an_install_into_another_environment_links_venv_bin_realjudge(project, t
     pip_calls = calls.read_text().splitlines()
     assert any("torch==2.13.0" in c for c in pip_calls)
     assert any(c.endswith("-e .[dev]") for c in pip_calls)
+
+
+def test_readme_set_up_lines_are_the_install_script_and_the_linked_main_job():
+    """The README's first two lines: install.sh (which guarantees .venv/bin/realjudge), then
+    the main job through that path, with arguments the CLI accepts."""
+    from realjudge.cli import build_parser
+
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    first, second = (line.split("#")[0].split() for line in block.strip().splitlines())
+    assert first == ["bash", "scripts/install.sh", "cpu"]
+    assert second[0] == ".venv/bin/realjudge"
+    assert build_parser().parse_args(second[1:]).command == "quickstart"

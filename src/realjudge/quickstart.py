@@ -108,7 +108,7 @@ def inspect_model(spec: str) -> ModelFacts:
         return ModelFacts(layers=int(default))
     if spec == "embedded":
         return ModelFacts(layers=_num_layers(_embedded_config(), spec))
-    path = Path(spec).expanduser()
+    path = Path(spec)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFound(
