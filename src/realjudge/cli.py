@@ -143,7 +143,7 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
         choices=["auto", "transformers", "vllm"],
         default="auto",
         help="auto: vLLM when installed and a CUDA GPU is present, else transformers "
-        "(the vLLM path is tested against a fake only, not yet on a GPU)",
+        "(the vLLM path is tested against a fake only, not yet on a GPU; default: auto)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
 
@@ -193,8 +193,14 @@ def _add_eval(sub: Any) -> None:
         "a Feedback-Collection json/jsonl/parquet file or hub id, or a records .jsonl "
         "(default: embedded)",
     )
-    p.add_argument("--split", default=None, help="data split (embedded: test; hub: train)")
-    p.add_argument("--limit", type=int, default=None, help="grade only the first N records")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="data split (default: test for embedded data, train for a hub id; files have none)",
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="grade only the first N records (default: all)"
+    )
     p.add_argument("--out", default=None, help="output directory (default runs/eval-<time>)")
     p.add_argument(
         "--skip-bad",
@@ -202,7 +208,7 @@ def _add_eval(sub: Any) -> None:
         help="skip malformed input rows (listed in predictions.jsonl as bad_row) "
         "instead of stopping",
     )
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (1000)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     _add_inference_args(p)
     p.set_defaults(handler=_run_eval)
 
@@ -244,7 +250,7 @@ def _add_score(sub: Any) -> None:
     _add_model_args(p)
     p.add_argument("--input", required=True, help="input file (any format --data reads)")
     p.add_argument("--output", required=True, help="output .jsonl")
-    p.add_argument("--split", default=None, help="split, for hub ids")
+    p.add_argument("--split", default=None, help="split, for hub ids (default: train)")
     p.add_argument(
         "--skip-bad",
         action=argparse.BooleanOptionalAction,
@@ -290,13 +296,20 @@ def _add_bench(sub: Any) -> None:
     )
     _add_model_args(inf)
     inf.add_argument("--data", default="embedded", help="data spec (default: embedded)")
-    inf.add_argument("--split", default=None)
+    inf.add_argument(
+        "--split", default=None, help="split of --data (default: test for embedded data)"
+    )
     inf.add_argument("--n", type=int, default=16, help="records to time (default 16)")
-    inf.add_argument("--batch-size", type=int, default=8)
-    inf.add_argument("--max-new-tokens", type=int, default=64, help="CoT length limit (64)")
-    inf.add_argument("--format", dest="fmt", choices=["result", "overall"], default="result")
-    inf.add_argument("--max-prompt-tokens", type=int, default=2048)
-    inf.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON")
+    inf.add_argument("--batch-size", type=int, default=8, help="items per batch (default 8)")
+    inf.add_argument("--max-new-tokens", type=int, default=64, help="CoT length limit (default 64)")
+    _add_bench_format_arg(inf)
+    inf.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=2048,
+        help="cut longer prompts on the left (default 2048)",
+    )
+    _add_bench_json_arg(inf)
     inf.set_defaults(handler=_run_bench_inference)
     ts = bench_sub.add_parser(
         "train-step",
@@ -305,8 +318,15 @@ def _add_bench(sub: Any) -> None:
     )
     _add_step_bench_args(ts, repeats=3)
     ts.add_argument("--group-size", type=int, default=4, help="rollouts per prompt (default 4)")
-    ts.add_argument("--max-new-tokens", type=int, default=48, help="rollout length limit (48)")
-    ts.add_argument("--max-prompt-tokens", type=int, default=512)
+    ts.add_argument(
+        "--max-new-tokens", type=int, default=48, help="rollout length limit (default 48)"
+    )
+    ts.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=512,
+        help="cut longer prompts on the left (default 512)",
+    )
     ts.add_argument(
         "--no-generation",
         dest="generation",
@@ -327,12 +347,32 @@ def _add_step_bench_args(p: argparse.ArgumentParser, repeats: int) -> None:
     p.add_argument(
         "--repeats", type=int, default=repeats, help=f"measured rounds (default {repeats})"
     )
-    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps per method (1)")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps per method (default 1)")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters, not all weights")
-    p.add_argument("--beta", type=float, default=0.01, help="REAL refinement weight (0.01)")
-    p.add_argument("--format", dest="fmt", choices=["result", "overall"], default="result")
+    p.add_argument("--beta", type=float, default=0.01, help="REAL refinement weight (default 0.01)")
+    _add_bench_format_arg(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write JSON")
+    _add_bench_json_arg(p)
+
+
+def _add_bench_format_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["result", "overall"],
+        default="result",
+        help="output format of the judge, as in 'realjudge eval' (default: result)",
+    )
+
+
+def _add_bench_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--json",
+        dest="json_out",
+        default=None,
+        metavar="OUT",
+        help="also write the results as JSON to OUT, for 'realjudge report' (default: none)",
+    )
 
 
 def _step_bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -383,10 +423,16 @@ def _add_bench_sweep(bench_sub: Any) -> None:
             metavar="N",
             help=f"{what} (default: {' '.join(map(str, default))}; no values: skip it)",
         )
-    sw.add_argument("--base-group-size", type=int, default=4, help="G elsewhere (4)")
-    sw.add_argument("--base-prompt-tokens", type=int, default=256, help="P elsewhere (256)")
-    sw.add_argument("--base-response-tokens", type=int, default=64, help="L elsewhere (64)")
-    sw.add_argument("--plot", dest="plot_out", default=None, metavar="OUT.png", help="write a plot")
+    sw.add_argument("--base-group-size", type=int, default=4, help="G elsewhere (default 4)")
+    sw.add_argument("--base-prompt-tokens", type=int, default=256, help="P elsewhere (default 256)")
+    sw.add_argument("--base-response-tokens", type=int, default=64, help="L elsewhere (default 64)")
+    sw.add_argument(
+        "--plot",
+        dest="plot_out",
+        default=None,
+        metavar="OUT.png",
+        help="write a plot of the sweep (default: none)",
+    )
     sw.set_defaults(handler=_run_bench_sweep)
 
 
@@ -466,13 +512,14 @@ def _run_bench_sweep(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: Any) -> None:
-    from realjudge.train.entry import add_arguments
+    from realjudge.train.entry import LIST_KEYS_HINT, add_arguments
 
     p = sub.add_parser(
         "train",
         help="train a judge: sft, raft, tract, grpo or real (works under accelerate launch)",
         description="Train a judge with SFT, RAFT, TRACT, GRPO or REAL. Settings come from "
-        "--preset, --config FILE and key=value overrides (see realjudge.train.config).",
+        "the method's defaults, then --preset, then --config FILE, then the flags and "
+        "key=value overrides (realjudge.train.config). " + LIST_KEYS_HINT,
     )
     add_arguments(p)
     p.set_defaults(handler=_run_train)
@@ -489,23 +536,53 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_quickstart(sub: Any) -> None:
+    from realjudge.quickstart import QuickstartConfig
+
+    d = QuickstartConfig()
     p = sub.add_parser(
         "quickstart",
         help="the main job: train a judge on the embedded default, print before/after",
-        description="Evaluate the embedded model on the embedded test and out-of-domain "
-        "splits, train it in stages (see realjudge.quickstart), evaluate again and print "
-        "Pearson/Spearman before and after. Sized for a 2-core CPU.",
+        description="Evaluate the model on the embedded test and out-of-domain splits, train "
+        "it in stages (TRACT, then REAL warm-started from it; see realjudge.quickstart), "
+        "evaluate again and print Pearson/Spearman before and after. Sized for a 2-core CPU "
+        "and the embedded model; any --model works (half its layers stay frozen, the output "
+        "format follows a model written by 'realjudge train'), and a bad one is refused "
+        "before any work.",
     )
-    p.add_argument("--out", default="runs/quickstart", help="run directory")
-    p.add_argument("--model", default="embedded", help="starting model")
-    p.add_argument("--eval-limit", type=int, default=None, help="items per evaluation split")
+    p.add_argument("--out", default=d.out, help=f"run directory (default: {d.out})")
+    p.add_argument(
+        "--model",
+        default=d.model,
+        help="starting model: 'embedded', 'tiny' (random 2-layer, for smoke runs), a "
+        "checkpoint directory, a directory written by 'realjudge train', or a hub id "
+        f"(default: {d.model})",
+    )
+    p.add_argument(
+        "--device",
+        default=d.device,
+        help=f"auto (CUDA when present, else CPU), cpu, cuda, ... (default: {d.device})",
+    )
+    p.add_argument(
+        "--eval-limit",
+        type=int,
+        default=d.eval_limit,
+        help=f"items per evaluation split (default: {d.eval_limit})",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=d.max_new_tokens,
+        help=f"feedback length limit of CoT evaluation and rollouts (default: {d.max_new_tokens})",
+    )
     p.add_argument(
         "--steps",
         type=int,
         nargs="+",
         default=None,
         metavar="N",
-        help="steps of each stage, in order (default: the stages' own)",
+        help="steps of each stage, in order (default: "
+        + " ".join(str(s.max_steps) for s in d.stages)
+        + ")",
     )
     p.add_argument(
         "--no-cot",
@@ -517,7 +594,12 @@ def _add_quickstart(sub: Any) -> None:
         action="store_true",
         help="also evaluate after every intermediate stage (default: before and after only)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help=f"data, sampling and training seed (default: {d.seed})",
+    )
     p.set_defaults(handler=_run_quickstart)
 
 
@@ -527,12 +609,13 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     cfg = QuickstartConfig(
         out=args.out,
         model=args.model,
+        device=args.device,
         seed=args.seed,
+        eval_limit=args.eval_limit,
+        max_new_tokens=args.max_new_tokens,
         eval_cot=not args.no_cot,
         eval_each_stage=args.eval_each_stage,
     )
-    if args.eval_limit is not None:
-        cfg.eval_limit = args.eval_limit
     if args.steps is not None:
         if len(args.steps) != len(cfg.stages):
             raise ValueError(f"--steps takes {len(cfg.stages)} numbers, one per stage")
@@ -555,19 +638,32 @@ def _add_reproduce(sub: Any) -> None:
         description="Train the base model with SFT, RAFT, TRACT (stages 1 and 2), "
         "binary-reward GRPO and REAL (both warm-started from TRACT), over seeds; evaluate "
         "each in and out of domain (RAIL and decoded score); write OUT/results.json, "
-        "OUT/results.md (mean and 95%% interval over seeds, the paper's claims checked) and "
+        "OUT/results.md (mean and 95% interval over seeds, the paper's claims checked) and "
         "plots. Finished runs in OUT are reused, so an interrupted run continues.",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-embedded")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu-embedded",
+        metavar="EXPERIMENT",
+        help="experiment preset (realjudge.reproduce.presets; each names a model, data, "
+        "budgets and seeds): " + ", ".join(sorted(PRESETS)) + ". Not the same names as "
+        "'realjudge train --preset', which takes method presets (default: cpu-embedded)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (preset's default)")
-    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default: 0)",
+    )
     p.add_argument("--out", default=None, help="output dir (default runs/reproduce-PRESET)")
     p.add_argument(
         "--only",
         nargs="+",
         default=None,
         metavar="RUN",
-        help="run only these rows (plus the rows they warm-start from)",
+        help="run only these rows, plus the rows they warm-start from (default: every row)",
     )
     p.add_argument(
         "--variant",
@@ -576,14 +672,15 @@ def _add_reproduce(sub: Any) -> None:
         default=[],
         metavar="SPEC",
         help="extra row RUN:key=value[,key=value] (a sweep point), e.g. "
-        "REAL:beta=0.1 or REAL:init_from=RAFT; repeatable",
+        "REAL:beta=0.1 or REAL:init_from=RAFT; repeatable (default: none)",
     )
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="[RUN.]KEY=VALUE",
-        help="training key for every run or one run, e.g. REAL.max_steps=20; repeatable",
+        help="training key for every run or one run, e.g. REAL.max_steps=20; repeatable "
+        "(default: none)",
     )
     p.add_argument(
         "--eval-data",
@@ -591,9 +688,11 @@ def _add_reproduce(sub: Any) -> None:
         default=[],
         metavar="PATH",
         help="extra out-of-domain benchmark files (Prometheus JSON or any format "
-        "'realjudge eval' reads)",
+        "'realjudge eval' reads; default: none)",
     )
-    p.add_argument("--eval-limit", type=int, default=None, help="items per benchmark")
+    p.add_argument(
+        "--eval-limit", type=int, default=None, help="items per benchmark (default: the preset's)"
+    )
     p.add_argument("--model", default=None, help="starting model (preset's default)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (preset's default)")
     p.add_argument(
@@ -601,7 +700,8 @@ def _add_reproduce(sub: Any) -> None:
         default=None,
         metavar="CMD",
         help="run each training run as 'CMD -m realjudge.train --config FILE', e.g. "
-        '"accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml"',
+        '"accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml" '
+        "(default: none, every run in this process)",
     )
     p.add_argument(
         "--reuse",
@@ -610,7 +710,7 @@ def _add_reproduce(sub: Any) -> None:
         metavar="DIR",
         help="other reproduce output dirs: a run or evaluation missing from OUT is copied "
         "from them when it was done there with the same config (e.g. a sweep reusing the "
-        "main comparison's TRACT and RAFT runs)",
+        "main comparison's TRACT and RAFT runs; default: none)",
     )
     p.add_argument(
         "--smoke",
@@ -655,11 +755,30 @@ def _add_report(sub: Any) -> None:
         "JSON of 'realjudge bench ... --json' runs into one markdown file, plots copied "
         "beside it, headed by this command and the git commit. Runs nothing itself.",
     )
-    p.add_argument("--results", nargs="*", default=[], metavar="DIR", help="reproduce dirs")
-    p.add_argument("--bench", nargs="*", default=[], metavar="JSON", help="bench JSON files")
-    p.add_argument("--discussion", default=None, metavar="MD", help="markdown put after the header")
-    p.add_argument("--title", default="Results")
-    p.add_argument("--out", default="docs/results.md")
+    p.add_argument(
+        "--results",
+        nargs="*",
+        default=[],
+        metavar="DIR",
+        help="output dirs of 'realjudge reproduce' (default: none)",
+    )
+    p.add_argument(
+        "--bench",
+        nargs="*",
+        default=[],
+        metavar="JSON",
+        help="JSON files of 'realjudge bench ... --json' (default: none)",
+    )
+    p.add_argument(
+        "--discussion",
+        default=None,
+        metavar="MD",
+        help="markdown file put after the header (default: none)",
+    )
+    p.add_argument("--title", default="Results", help="document title (default: Results)")
+    p.add_argument(
+        "--out", default="docs/results.md", help="file to write (default: docs/results.md)"
+    )
     p.set_defaults(handler=_run_report)
 
 

@@ -9,6 +9,7 @@ are fields of :class:`QuickstartConfig`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,19 +19,24 @@ from typing import Any
 
 @dataclass
 class Stage:
-    """One training stage: a method, its step budget and any other config keys."""
+    """One training stage: a method, its step budget and any other config keys.
+
+    ``freeze_fraction`` freezes that share of the starting model's decoder layers (rounded
+    down; ``freeze_layers`` is derived from the model's own layer count, so every model
+    works). An explicit ``freeze_layers`` in ``overrides`` wins, and must fit the model."""
 
     method: str
     max_steps: int
     overrides: dict[str, Any] = field(default_factory=dict)
+    freeze_fraction: float = 0.0
 
 
 def default_stages() -> list[Stage]:
     """TRACT on the reference feedbacks, then REAL warm-started from it (the paper's order),
-    sized for two CPU cores: the lower 15 of the 30 layers stay frozen (``freeze_layers``),
-    which halves the backward pass."""
+    sized for two CPU cores: the lower half of the layers stay frozen (15 of the embedded
+    model's 30), which halves the backward pass."""
     return [
-        Stage("tract", 40, {"learning_rate": 1e-4, "batch_size": 8, "freeze_layers": 15}),
+        Stage("tract", 40, {"learning_rate": 1e-4, "batch_size": 8}, freeze_fraction=0.5),
         Stage(
             "real",
             6,
@@ -40,8 +46,8 @@ def default_stages() -> list[Stage]:
                 "num_generations": 4,
                 "max_new_tokens": 64,
                 "beta": 0.01,
-                "freeze_layers": 15,
             },
+            freeze_fraction=0.5,
         ),
     ]
 
@@ -52,7 +58,9 @@ class QuickstartConfig:
 
     Attributes:
         out: run directory (one sub-directory per stage and per evaluation).
-        model: starting model (``embedded``; any ``--model`` spec works).
+        model: starting model: ``embedded``, ``tiny``, a checkpoint directory, a directory
+            written by ``realjudge train`` or a hub id (checked by :func:`inspect_model` before
+            any work; layers to freeze, output format and RAIL normalisation follow it).
         stages: training stages, run in order, each warm-started from the previous one.
         preset: the training preset every stage starts from (:mod:`realjudge.train.config`).
         eval_limit: items of each evaluation split (test and OOD). 80 items give the paired
@@ -61,6 +69,7 @@ class QuickstartConfig:
             ~2.5 min more on two CPU cores); by default only before and after training.
         eval_cot: evaluate with the judge's own feedback (CoT + RAIL) instead of score-only.
         max_new_tokens: feedback length limit for CoT evaluation and rollouts.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ...
         seed: seed of the data, the sampling and the training.
     """
 
@@ -72,11 +81,144 @@ class QuickstartConfig:
     eval_each_stage: bool = False
     eval_cot: bool = True
     max_new_tokens: int = 96
+    device: str = "auto"
     seed: int = 0
     splits: tuple[tuple[str, str], ...] = (("test", "embedded"), ("ood", "embedded-ood"))
 
 
-def _evaluate(cfg: QuickstartConfig, model: str, tag: str) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the main job needs to know of its starting model, read without its weights."""
+
+    layers: int
+    fmt: str = "result"
+    normalize: bool = True
+
+
+def inspect_model(spec: str) -> ModelFacts:
+    """Check a ``--model`` spec and read its layer count and judge settings from its config
+    (no weights are loaded). Raises :class:`~realjudge.models.ModelNotFound` with a message
+    naming what is wrong for a missing path, a directory that is not a checkpoint, a
+    malformed hub id or a hub model whose config cannot be fetched."""
+    from realjudge.models import ModelNotFound, build_tiny_model, read_judge_defaults
+
+    kinds = "'embedded', 'tiny', a checkpoint directory or a hub id (owner/name)"
+    if spec == "tiny":
+        default = inspect.signature(build_tiny_model).parameters["layers"].default
+        return ModelFacts(layers=int(default))
+    if spec == "embedded":
+        return ModelFacts(layers=_num_layers(_embedded_config(), spec))
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(
+                f"--model {spec!r} is a directory without config.json: not a transformers "
+                "checkpoint (give the output dir of 'realjudge train' or a saved model)"
+            )
+        defaults = read_judge_defaults(path)
+        return ModelFacts(
+            layers=_num_layers(_auto_config(str(path), spec), spec),
+            fmt=defaults.get("fmt", "result"),
+            normalize=defaults.get("normalize", True),
+        )
+    if path.exists():
+        raise ModelNotFound(f"--model {spec!r} is a file; it takes {kinds}")
+    looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+    if looks_local or "/" not in spec:
+        raise ModelNotFound(f"--model {spec!r}: no such directory; --model takes {kinds}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError as e:
+        raise ModelNotFound(f"--model {spec!r} is not a valid hub id: {e}") from None
+    return ModelFacts(layers=_num_layers(_auto_config(spec, spec), spec))
+
+
+def _embedded_config() -> Any:
+    """The embedded model's config: from its cached checkpoint, else from the GGUF header."""
+    from transformers import AutoConfig
+
+    from realjudge.models import EMBEDDED_NAME, cache_dir, embedded_gguf_path
+
+    cached = cache_dir() / EMBEDDED_NAME / "config.json"
+    if cached.is_file():
+        return AutoConfig.from_pretrained(cached.parent)
+    gguf = embedded_gguf_path()  # ModelNotFound when the wheel is missing
+    return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def _auto_config(where: str, spec: str) -> Any:
+    from transformers import AutoConfig
+
+    from realjudge.models import ModelNotFound
+
+    try:
+        return AutoConfig.from_pretrained(where)
+    except (OSError, ValueError) as e:
+        raise ModelNotFound(f"--model {spec!r}: cannot read its config: {e}") from None
+
+
+def _num_layers(config: Any, spec: str) -> int:
+    from realjudge.models import ModelNotFound
+
+    text = getattr(config, "get_text_config", lambda: config)()
+    n = getattr(text, "num_hidden_layers", None)
+    if not isinstance(n, int) or n < 1:
+        raise ModelNotFound(f"--model {spec!r}: its config names no decoder layers")
+    return n
+
+
+def stage_overrides(
+    cfg: QuickstartConfig, facts: ModelFacts, i: int, init_from: str | None
+) -> dict[str, Any]:
+    """The config keys of stage ``i`` (on top of ``cfg.preset``), following the model."""
+    stage = cfg.stages[i]
+    over: dict[str, Any] = {
+        "model": cfg.model,
+        "out": str(Path(cfg.out) / f"stage{i + 1}-{stage.method}"),
+        "max_steps": stage.max_steps,
+        "seed": cfg.seed,
+        "max_new_tokens": cfg.max_new_tokens,
+        "device": cfg.device,
+        "fmt": facts.fmt,
+        "rail_normalize": facts.normalize,
+        "overwrite": True,
+        "eval_limit": 0,  # evaluated here, before and after, on both splits
+        "save_steps": 0,
+    }
+    if stage.freeze_fraction and not stage.overrides.get("lora"):
+        over["freeze_layers"] = int(facts.layers * stage.freeze_fraction)
+    over.update(stage.overrides)
+    if over.get("freeze_layers", 0) > facts.layers:
+        raise ValueError(
+            f"stage {i + 1} ({stage.method}): freeze_layers={over['freeze_layers']} but "
+            f"--model {cfg.model!r} has {facts.layers} layers"
+        )
+    if init_from is not None:
+        over["init_from"] = init_from
+    return over
+
+
+def plan(cfg: QuickstartConfig) -> tuple[ModelFacts, list[Any]]:
+    """Check everything before any work: the model spec, then every stage's config."""
+    from realjudge.train.config import build_config
+
+    facts = inspect_model(cfg.model)
+    configs = []
+    for i, stage in enumerate(cfg.stages):
+        previous = None if i == 0 else "<previous stage>"
+        configs.append(
+            build_config(
+                stage.method, preset=cfg.preset, overrides=stage_overrides(cfg, facts, i, previous)
+            )
+        )
+    return facts, configs
+
+
+def _evaluate(
+    cfg: QuickstartConfig, facts: ModelFacts, model: str, tag: str
+) -> dict[str, dict[str, Any]]:
     from realjudge.evaluate.run import EvalConfig, run_eval
 
     results: dict[str, dict[str, Any]] = {}
@@ -92,8 +234,9 @@ def _evaluate(cfg: QuickstartConfig, model: str, tag: str) -> dict[str, dict[str
                 out=str(Path(cfg.out) / f"eval-{tag}-{name}"),
                 seed=cfg.seed,
                 n_boot=200,
-                device="cpu",
-                fmt="result",
+                device=cfg.device,
+                fmt=facts.fmt,
+                normalize=facts.normalize,
             )
         )
         results[name] = metrics
@@ -107,34 +250,26 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     from realjudge.train.config import build_config
     from realjudge.train.trainer import train
 
+    facts, _ = plan(cfg)  # a bad model spec or stage config stops here, before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    table: dict[str, dict[str, dict[str, Any]]] = {"before": _evaluate(cfg, cfg.model, "before")}
+    table: dict[str, dict[str, dict[str, Any]]] = {
+        "before": _evaluate(cfg, facts, cfg.model, "before")
+    }
     timings = {"eval-before": time.perf_counter() - t0}
     start = cfg.model
     for i, stage in enumerate(cfg.stages):
         t = time.perf_counter()
-        overrides = {
-            "model": cfg.model,
-            "out": str(out / f"stage{i + 1}-{stage.method}"),
-            "max_steps": stage.max_steps,
-            "seed": cfg.seed,
-            "max_new_tokens": cfg.max_new_tokens,
-            "overwrite": True,
-            "eval_limit": 0,  # evaluated here, before and after, on both splits
-            "save_steps": 0,
-            **stage.overrides,
-        }
-        if start != cfg.model:
-            overrides["init_from"] = start
+        init_from = None if start == cfg.model else start
+        overrides = stage_overrides(cfg, facts, i, init_from)
         result = train(build_config(stage.method, preset=cfg.preset, overrides=overrides))
         start = str(result.out)
         timings[f"train-{stage.method}"] = time.perf_counter() - t
         if not (cfg.eval_each_stage or i == len(cfg.stages) - 1):
             continue
         t = time.perf_counter()
-        table[f"after {stage.method}"] = _evaluate(cfg, start, f"stage{i + 1}")
+        table[f"after {stage.method}"] = _evaluate(cfg, facts, start, f"stage{i + 1}")
         timings[f"eval-{stage.method}"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     last = f"stage{len(cfg.stages)}" if cfg.stages else "before"

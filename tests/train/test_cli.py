@@ -139,3 +139,68 @@ def test_module_entry_point():
     )
     assert bad.returncode != 0 and "did you mean 'beta'" not in bad.stderr  # grpo has no beta
     assert "unknown config key 'bta'" in bad.stderr
+
+
+def test_every_config_key_is_documented_for_list_keys():
+    from realjudge.train.config import CONFIG_CLASSES
+    from realjudge.train.entry import key_docs
+
+    for method, cls in CONFIG_CLASSES.items():
+        docs = key_docs(cls)
+        missing = [k for k in cls.field_names() if not docs.get(k)]
+        assert not missing, f"{method}: {missing}"
+    docs = key_docs(CONFIG_CLASSES["real"])
+    # "a, b, c: text" documents each key; continuation lines are joined
+    assert docs["lora_alpha"] == docs["lora_r"] == "LoRA rank, scaling and dropout."
+    assert docs["beta"].startswith("weight of the refinement term")
+    assert docs["freeze_layers"].endswith("the LM head is frozen with them.")
+
+
+def test_list_keys_shows_values_after_the_preset_and_their_meaning(capsys):
+    assert cli_main(["train", "--list-keys", "--method", "real", "--preset", "cpu-embedded"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("config keys of method 'real', values after --preset cpu-embedded")
+    assert "\nbeta: float = 0.01\n    weight of the refinement term" in out  # preset's value
+    assert "\nnum_generations: int = 4\n" in out and "\nseed: int = 0\n" in out
+    assert (
+        cli_main(["train", "--list-keys", "--method", "sft", "--seed", "3", "lr_scheduler=cosine"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "\nseed: int = 3\n" in out and '\nlr_scheduler: str = "cosine"\n' in out
+    assert "beta:" not in out
+
+
+def test_list_keys_without_a_method_lists_shared_then_per_method_keys(capsys):
+    assert cli_main(["train", "--list-keys"]) == 0
+    out = capsys.readouterr().out
+    shared, _, rest = out.partition("\nkeys of method 'tract' only:\n")
+    assert "\nlearning_rate: float = 1e-05\n" in shared and "tract_lambda" not in shared
+    assert "tract_lambda: float = 1.0" in rest and "\nkeys of method 'real' only:\n" in rest
+    assert "keys of method 'sft' only" not in out  # SFT adds no keys
+    assert cli_main(["train", "--list-keys", "--preset", "authors"]) == 2
+    assert "needs --method" in capsys.readouterr().err
+
+
+def test_train_help_says_how_to_list_keys_and_which_presets_it_takes(capsys):
+    import pytest
+
+    from realjudge.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--help"])
+    assert "realjudge train --list-keys [--method M] [--preset P]" in " ".join(
+        capsys.readouterr().out.split()
+    )
+    commands = build_parser()._subparsers._group_actions[0].choices
+    helps = {
+        name: next(a.help for a in commands[name]._actions if "--preset" in a.option_strings)
+        for name in ("train", "reproduce")
+    }
+    assert "method preset of realjudge.train.config: authors, cpu-embedded (" in helps["train"]
+    assert "'realjudge reproduce --preset', which takes experiment presets" in helps["train"]
+    assert (
+        "cpu-embedded, cpu-vicuna, gpu-small, paper-qwen3-32b, paper-qwen3-8b."
+        in helps["reproduce"]
+    )
+    assert "'realjudge train --preset', which takes method presets" in helps["reproduce"]
