@@ -154,6 +154,26 @@ def test_every_documented_launch_passes_check_launch(where, acc, flags, train, c
     assert "ok: the run starts" in out and "CONFLICT" not in out
 
 
+def documented_checks() -> list[tuple[str, list[str]]]:
+    """The ``realjudge check-launch ...`` commands the docs show: ``(where, arguments)``."""
+    found = []
+    for path in _documented_files():
+        for line in _logical_lines(path):
+            m = re.search(r"realjudge check-launch ([^`\"'\n]*)", line)
+            if m and "..." not in m.group(1):
+                found.append((str(path.relative_to(ROOT)), shlex.split(m.group(1))))
+    return found
+
+
+def test_the_check_launch_commands_the_docs_show_pass(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    shown = documented_checks()
+    assert shown
+    for where, argv in shown:
+        assert cli(["check-launch", *argv]) == 0, f"{where}: {capsys.readouterr().out}"
+        assert "ok: the run starts" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("where,preset,acc", documented_reproduce_launchers())
 def test_documented_reproduce_launcher_passes_for_every_run(where, preset, acc, tmp_path):
     from realjudge.reproduce.presets import get_preset

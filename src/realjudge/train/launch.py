@@ -206,7 +206,8 @@ def resolve_launch(
 ) -> LaunchPlan:
     """Resolve the launch of ``cfg`` with ``accelerate_config`` (plus ``launch_args``, extra
     ``accelerate launch`` flags) and list every conflict that would stop or silently change the
-    run. Never raises for a bad accelerate config: accelerate's own error becomes a conflict."""
+    run. An accelerate config that accelerate's launcher rejects becomes a conflict; a missing
+    file raises ``FileNotFoundError``."""
     from realjudge.train.trainer import check_sizes
 
     mini = getattr(cfg, "mini_batch_size", None) or cfg.batch_size
