@@ -492,8 +492,9 @@ def _run_check_launch(args: argparse.Namespace) -> int:
     from realjudge.train.launch import resolve_launch
 
     cfg = config_from_args(args)
-    if args.print_config:
+    if args.print_config:  # as train does: the resolved run config, then stop
         print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
     plan = resolve_launch(cfg, args.accelerate_config, shlex.split(args.launch_args))
     print(json.dumps(plan.to_dict(), indent=2, default=str) if args.json else plan.summary())
     return 0 if plan.ok else 1

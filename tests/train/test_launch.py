@@ -340,6 +340,10 @@ def test_a_deepspeed_json_file_is_read(tmp_path):
     ds["gradient_accumulation_steps"] = "auto"
     (tmp_path / "ds.json").write_text(json.dumps(ds))
     assert resolve_launch(build_config(file=ROOT / QWEN_REAL), acc).ok
+    del ds["gradient_accumulation_steps"]  # accelerate reads an absent value as 1
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
+    plan = resolve_launch(build_config(file=ROOT / QWEN_REAL), acc)
+    assert [(c.launch_value, c.run_value) for c in plan.conflicts] == [(1, 4)]
 
 
 def test_check_launch_works_without_deepspeed():
@@ -412,3 +416,25 @@ def test_check_accumulation_names_the_launch_value(monkeypatch):
     with pytest.raises(ValueError, match=r"gradient_accumulation_steps=1 .* grad_accum=4"):
         _check_accumulation(SimpleNamespace(gradient_accumulation_steps=1), cfg)
     _check_accumulation(SimpleNamespace(gradient_accumulation_steps=4), cfg)
+
+
+def test_a_deepspeed_file_with_bf16_refuses_an_fp16_run(tmp_path):
+    """accelerate's own mixed-precision check of a DeepSpeed file, with the run's precision."""
+    ds = {
+        "zero_optimization": {"stage": 2},
+        "bf16": {"enabled": True},
+        "gradient_accumulation_steps": "auto",
+    }
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
+    data = yaml.safe_load((ACC / "deepspeed_zero2.yaml").read_text())
+    data.pop("mixed_precision")
+    data["deepspeed_config"] = {"deepspeed_config_file": str(tmp_path / "ds.json")}
+    acc = tmp_path / "acc.yaml"
+    acc.write_text(yaml.safe_dump(data))
+    cfg = build_config(file=ROOT / QWEN_REAL)
+    assert resolve_launch(cfg, acc).ok
+    plan = resolve_launch(
+        build_config(file=ROOT / QWEN_REAL, overrides={"mixed_precision": "fp16"}), acc
+    )
+    assert [c.run_key for c in plan.conflicts] == ["mixed_precision"]
+    assert "bf16" in str(plan.conflicts[0])

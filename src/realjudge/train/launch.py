@@ -183,16 +183,17 @@ def accelerate_launch_env(
     return AccelerateLaunch(args, kind, bool(mp_from_config), dict(env), exported)
 
 
-def deepspeed_plugin(env: dict[str, str]) -> Any:
+def deepspeed_plugin(env: dict[str, str], mixed_precision: str | None = None) -> Any:
     """accelerate's ``DeepSpeedPlugin`` as a process started with ``env`` builds it (its
-    ``deepspeed_config`` still holds ``"auto"`` entries that ``prepare`` fills). Needs no
-    DeepSpeed install: the plugin is accelerate's own."""
+    ``deepspeed_config`` still holds ``"auto"`` entries that ``prepare`` fills), for the
+    Accelerator's ``mixed_precision`` (default: the launcher's). Needs no DeepSpeed install:
+    the plugin is accelerate's own."""
     from accelerate.utils import DeepSpeedPlugin, patch_environment
 
     keep = {k: v for k, v in env.items() if k.startswith("ACCELERATE_")}
     with patch_environment(**keep):
         plugin = DeepSpeedPlugin()
-        plugin.set_mixed_precision(env.get("ACCELERATE_MIXED_PRECISION", "no"))
+        plugin.set_mixed_precision(mixed_precision or env.get("ACCELERATE_MIXED_PRECISION", "no"))
     return plugin
 
 
@@ -302,7 +303,7 @@ def _check_deepspeed(plan: LaunchPlan, cfg: TrainConfig, env: dict[str, str], wo
     from realjudge.train.trainer import deepspeed_run_values as run_values
 
     try:
-        ds = deepspeed_plugin(env).deepspeed_config
+        ds = deepspeed_plugin(env, plan.mixed_precision).deepspeed_config
     except ValueError as e:  # e.g. a DeepSpeed config file plus accelerate-config DS fields
         plan.conflicts.append(
             Conflict("deepspeed_config", "-", "mixed_precision", plan.mixed_precision, str(e))
