@@ -305,8 +305,15 @@ def _check_deepspeed(plan: LaunchPlan, cfg: TrainConfig, env: dict[str, str], wo
     try:
         ds = deepspeed_plugin(env, plan.mixed_precision).deepspeed_config
     except ValueError as e:  # e.g. a DeepSpeed config file plus accelerate-config DS fields
+        mp = "mixed_precision" in str(e)
         plan.conflicts.append(
-            Conflict("deepspeed_config", "-", "mixed_precision", plan.mixed_precision, str(e))
+            Conflict(
+                "deepspeed_config",
+                "-",
+                "mixed_precision" if mp else "-",
+                plan.mixed_precision if mp else "-",
+                str(e),
+            )
         )
         return
     zero = ds.get("zero_optimization", {})
