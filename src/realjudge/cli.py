@@ -531,6 +531,56 @@ def _run_train(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_check_launch(sub: Any) -> None:
+    from realjudge.train.entry import add_arguments
+
+    p = sub.add_parser(
+        "check-launch",
+        help="check an accelerate config + training config pair before launching",
+        description="Resolve what `accelerate launch --config_file A -m realjudge.train "
+        "[train options]` would run (the settings accelerate exports from A, merged with the "
+        "training config) without starting it; print the key settings and exit 0, or name "
+        "each conflicting key with both values and exit 1. Takes train's options.",
+    )
+    p.add_argument(
+        "--accelerate-config",
+        required=True,
+        metavar="A",
+        help="the accelerate config file given to `accelerate launch --config_file` (required; "
+        "no default)",
+    )
+    p.add_argument(
+        "--launch-args",
+        default="",
+        metavar="FLAGS",
+        help="extra `accelerate launch` flags as one quoted string, e.g. "
+        "'--num_processes 4' (default: none)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the resolution as JSON instead of text (default: text)",
+    )
+    add_arguments(p)
+    p.set_defaults(handler=_run_check_launch)
+
+
+def _run_check_launch(args: argparse.Namespace) -> int:
+    import json
+    import shlex
+
+    from realjudge.train.entry import config_from_args
+    from realjudge.train.launch import resolve_launch
+
+    cfg = config_from_args(args)
+    if args.print_config:  # as train does: the resolved run config, then stop
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    plan = resolve_launch(cfg, args.accelerate_config, shlex.split(args.launch_args))
+    print(json.dumps(plan.to_dict(), indent=2, default=str) if args.json else plan.summary())
+    return 0 if plan.ok else 1
+
+
 # ------------------------------------------------------------------------------------------
 # quickstart (the main job)
 
@@ -806,6 +856,7 @@ def _run_report(args: argparse.Namespace) -> int:
 SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_quickstart,
     _add_train,
+    _add_check_launch,
     _add_eval,
     _add_score,
     _add_bench,

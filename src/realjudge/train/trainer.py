@@ -237,7 +237,7 @@ def set_up(cfg: TrainConfig) -> Run:
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer, scheduler = build_optimizer(cfg, model, objective.passes)
 
-    _deepspeed_batch_hint(acc, micro)
+    _deepspeed_batch_hint(acc, cfg, micro)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     _check_accumulation(acc, cfg)  # DeepSpeed may impose its own value in prepare
     ctx = Context(cfg, acc, tokenizer, encoder, vocab, scale)
@@ -711,21 +711,65 @@ def param_digests(acc: Any, model: Any) -> list[str]:
 
 
 def _check_accumulation(acc: Any, cfg: TrainConfig) -> None:
+    """``grad_accum`` of the run config is the one source of gradient accumulation; an
+    ``accelerate launch`` that exports another value (ACCELERATE_GRADIENT_ACCUMULATION_STEPS,
+    from the accelerate config) would silently win inside ``Accelerator``."""
     if acc.gradient_accumulation_steps != cfg.grad_accum:
         raise ValueError(
-            f"the accelerate config sets gradient_accumulation_steps="
-            f"{acc.gradient_accumulation_steps} but the run has grad_accum={cfg.grad_accum}; "
-            "make them equal"
+            f"the launch sets gradient_accumulation_steps={acc.gradient_accumulation_steps} "
+            f"(accelerate config / ACCELERATE_GRADIENT_ACCUMULATION_STEPS) but the run has "
+            f"grad_accum={cfg.grad_accum}; leave it out of the accelerate config: the run "
+            "config decides (check with `realjudge check-launch`)"
         )
 
 
-def _deepspeed_batch_hint(acc: Any, micro: int) -> None:
-    """DeepSpeed wants a micro-batch size before ``prepare`` when no dataloader is prepared."""
+def deepspeed_run_values(cfg: TrainConfig, micro: int, world: int) -> dict[str, tuple[Any, str]]:
+    """The DeepSpeed config entries the run config decides: ``{ds_key: (value, run_key)}``."""
+    return {
+        "gradient_accumulation_steps": (cfg.grad_accum, "grad_accum"),
+        "gradient_clipping": (float(cfg.max_grad_norm), "max_grad_norm"),
+        "train_micro_batch_size_per_gpu": (micro, "micro-batch per process"),
+        "train_batch_size": (micro * cfg.grad_accum * world, "micro x grad_accum x processes"),
+    }
+
+
+def deepspeed_mismatches(
+    ds_config: dict[str, Any], cfg: TrainConfig, micro: int, world: int
+) -> list[tuple[str, Any, str, Any]]:
+    """Entries of a DeepSpeed config set (not absent or ``"auto"``) to another value than the
+    run's, as ``(ds_key, ds_value, run_key, run_value)``."""
+    out = []
+    for key, (want, run_key) in deepspeed_run_values(cfg, micro, world).items():
+        have = ds_config.get(key, "auto")
+        if have in (None, "auto"):
+            continue
+        try:
+            same = math.isclose(float(have), float(want))
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            out.append((key, have, run_key, want))
+    return out
+
+
+def _deepspeed_batch_hint(acc: Any, cfg: TrainConfig, micro: int) -> None:
+    """Under DeepSpeed, fill its config's accumulation, clipping and batch sizes from the run
+    config before ``prepare`` (no dataloader is prepared, and the engine clips by itself);
+    raise if the accelerate/DeepSpeed config sets one of them to another value."""
     plugin = getattr(acc.state, "deepspeed_plugin", None)
-    if plugin is not None:
-        ds = plugin.deepspeed_config
-        if not isinstance(ds.get("train_micro_batch_size_per_gpu"), int):
-            ds["train_micro_batch_size_per_gpu"] = micro
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    bad = deepspeed_mismatches(ds, cfg, micro, acc.num_processes)
+    if bad:
+        raise ValueError(
+            "the DeepSpeed config disagrees with the run config: "
+            + "; ".join(f"{k}={v!r} vs {rk}={rv!r}" for k, v, rk, rv in bad)
+            + " (leave them out of the accelerate config, or 'auto' in a DeepSpeed file)"
+        )
+    for key, (want, _) in deepspeed_run_values(cfg, micro, acc.num_processes).items():
+        if ds.get(key, "auto") in (None, "auto"):
+            ds[key] = want
 
 
 def log_metrics(run: Run, metrics: dict[str, float], step: int) -> None:
