@@ -282,7 +282,9 @@ def _fb(**verdicts):
 def test_check_accuracy_on_hand_made_feedbacks():
     rows = [
         # all four right
-        _row(0, 3.0, 3.0, feedback=_fb(tent="named", rope="missing", map="named", kettle="missing")),
+        _row(
+            0, 3.0, 3.0, feedback=_fb(tent="named", rope="missing", map="named", kettle="missing")
+        ),
         # partially wrong: rope and kettle named though absent
         _row(1, 3.0, 4.0, feedback=_fb(tent="named", rope="named", map="named", kettle="named")),
         # missing items: only two checks, both right

@@ -218,7 +218,10 @@ def _checks_section(checks: Mapping) -> str:
         "without a readable check as wrong; brackets: 95% bootstrap CI over rows."
     )
     body = [
-        ["accuracy (all items)", _format_with_ci(checks.get("accuracy"), checks.get("accuracy_ci"))],
+        [
+            "accuracy (all items)",
+            _format_with_ci(checks.get("accuracy"), checks.get("accuracy_ci")),
+        ],
         ["accuracy of the checks read", format_value(checks.get("accuracy_of_read"))],
         ["feedbacks with every item right", format_value(checks.get("all_correct_rate"))],
         ["items / checks read", f"{checks.get('n_items')} / {checks.get('n_read')}"],
