@@ -187,6 +187,9 @@ def test_schema_check_names_what_is_wrong(run_dir):
     assert broken(lambda d: d["claims"][0].pop("verdict"))
     assert broken(lambda d: d["per_seed"]["REAL"]["0"]["test"].update(pearson="high"))
     assert broken(lambda d: d.update(in_domain=["nope"]))
+    assert broken(lambda d: d["per_seed"].pop("GRPO")) == [
+        "runs[3]: no per_seed results for 'GRPO'"
+    ]
     assert validate_results_json([]) == ["results: expected an object, got list"]
 
 

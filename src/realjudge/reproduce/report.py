@@ -406,7 +406,7 @@ def _type_problems(where: str, obj: Any, fields: Mapping[str, tuple[type, ...]])
     for key, types in fields.items():
         if key not in obj:
             out.append(f"{where}: missing {key!r}")
-        elif isinstance(obj[key], bool) and bool not in types or not isinstance(obj[key], types):
+        elif (isinstance(obj[key], bool) and bool not in types) or not isinstance(obj[key], types):
             names = "/".join("null" if t is type(None) else t.__name__ for t in types)
             out.append(f"{where}.{key}: expected {names}, got {type(obj[key]).__name__}")
     return out
@@ -447,7 +447,7 @@ def validate_results_json(data: Any) -> list[str]:
     ``n_items`` an integer, ``domain`` ``in``/``out``); ``runs`` (``name``, ``method`` a string
     or null for the starting model, ``steps`` an integer); ``claims`` (``claim``,
     ``difference``, ``ci_low``, ``ci_high`` numbers or null, ``verdict``); ``per_seed``
-    (``{run: {seed: {benchmark: {metric: number or null}}}}``); ``in_domain`` and
+    (``{run: {seed: {benchmark: {metric: number or null}}}}``, every run in it); ``in_domain`` and
     ``out_of_domain`` (benchmark names)."""
     problems = _type_problems("results", data, TOP_FIELDS)
     if problems:
@@ -460,6 +460,8 @@ def validate_results_json(data: Any) -> list[str]:
             problems.append(f"benchmarks[{i}].domain: expected 'in' or 'out'")
     for i, r in enumerate(data["runs"]):
         problems += _type_problems(f"runs[{i}]", r, RUN_FIELDS)
+        if isinstance(r, dict) and r.get("name") not in data["per_seed"]:
+            problems.append(f"runs[{i}]: no per_seed results for {r.get('name')!r}")
     for i, c in enumerate(data["claims"]):
         problems += _type_problems(f"claims[{i}]", c, CLAIM_FIELDS)
     names = {b.get("name") for b in data["benchmarks"] if isinstance(b, dict)}
