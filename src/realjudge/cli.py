@@ -800,34 +800,46 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 def _add_report(sub: Any) -> None:
     p = sub.add_parser(
         "report",
-        help="assemble a results document (docs/results.md) from reproduce and bench outputs",
-        description="Collect the results.md of 'realjudge reproduce' output dirs and the "
-        "JSON of 'realjudge bench ... --json' runs into one markdown file, plots copied "
-        "beside it, headed by this command and the git commit. Runs nothing itself.",
+        help="assemble a results document (docs/results.md) from results JSON and bench outputs",
+        description="Build one markdown file from results JSON files (docs/results/<preset>.json, "
+        "or the results.json of 'realjudge reproduce' output dirs) and the JSON of "
+        "'realjudge bench ... --json' runs: tables and plots are drawn from the JSON numbers "
+        "alone, headed by this command and the git commit. Runs nothing itself. With --export, "
+        "write a reproduce dir's results as the JSON to commit instead.",
     )
     p.add_argument(
         "--results",
         nargs="*",
         default=[],
-        metavar="DIR",
-        help="output dirs of 'realjudge reproduce' (default: none)",
+        metavar="JSON|DIR",
+        help="results JSON files (docs/results/*.json; bench JSONs among them go to the "
+        "performance section) or reproduce output dirs (default: none)",
     )
     p.add_argument(
-        "--bench",
-        nargs="*",
-        default=[],
-        metavar="JSON",
-        help="JSON files of 'realjudge bench ... --json' (default: none)",
+        "--bench", nargs="*", default=[], metavar="JSON", help="bench JSON files (default: none)"
     )
     p.add_argument(
         "--discussion",
         default=None,
         metavar="MD",
-        help="markdown file put after the header (default: none)",
+        help="markdown put after the header (default: none)",
     )
     p.add_argument("--title", default="Results", help="document title (default: Results)")
     p.add_argument(
-        "--out", default="docs/results.md", help="file to write (default: docs/results.md)"
+        "--out", default="docs/results.md", help="document to write (default: docs/results.md)"
+    )
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="instead of a document, write the results of the reproduce output dir DIR as the "
+        "repository JSON (default: off)",
+    )
+    p.add_argument(
+        "--to",
+        default=None,
+        metavar="JSON",
+        help="where --export writes (default: docs/results/<preset>.json)",
     )
     p.set_defaults(handler=_run_report)
 
@@ -837,6 +849,13 @@ def _run_report(args: argparse.Namespace) -> int:
 
     from realjudge.reproduce.document import build_document
 
+    if args.export:
+        from realjudge.reproduce.report import export_results
+
+        print(f"wrote {export_results(args.export, args.to)}")
+        return 0
+    if args.to:
+        raise ValueError("--to needs --export")
     path = build_document(
         args.results,
         args.bench,

@@ -9,7 +9,13 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from realjudge.data.embedded import DEFAULT_SIZES, generate_embedded
+from realjudge.data.embedded import (
+    DEFAULT_SIZES,
+    check_items,
+    check_truths,
+    generate_embedded,
+    read_checks,
+)
 from realjudge.data.records import JudgeRecord
 
 SPLITS = ("train", "test", "ood")
@@ -180,3 +186,81 @@ def test_prompt_length_bound_with_smollm2_tokenizer(data):
         # "[RESULT] 3": the digit is its own token after a separate space token
         ids = tok("[RESULT] 3", add_special_tokens=False).input_ids
         assert tok.convert_ids_to_tokens(ids[-2:]) == ["Ġ", "3"]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a judge's item-by-item checks back out of a feedback
+
+CHECKLIST_META = {
+    "family": "checklist",
+    "category": "camping",
+    "required": ["tent", "rope", "map", "kettle"],
+    "present": ["tent", "map"],
+    "distractors": ["axe", "stove"],
+    "off_task": False,
+}
+FACTS_META = {
+    "family": "facts",
+    "kind": "meeting",
+    "facts": {"day": "Friday", "time": "1:30 pm", "room": "207", "item": "slides"},
+    "status": {"day": "kept", "time": "changed", "room": "missing", "item": "kept"},
+    "values": {"day": "Friday", "time": "11:30 pm", "item": "slides"},
+}
+
+
+def test_check_items_come_from_meta_with_the_feedback_labels():
+    assert check_items(CHECKLIST_META) == {
+        "tent": True,
+        "rope": False,
+        "map": True,
+        "kettle": False,
+    }
+    assert check_items(FACTS_META) == {
+        "Friday": True,
+        "1:30 pm": False,
+        "room 207": False,
+        "slides": True,
+    }
+    for meta in ({}, None, {"family": "other"}, {"family": "checklist", "required": "tent"}):
+        assert check_items(meta) is None
+
+
+def test_the_reference_feedback_reads_back_as_the_meta(data):
+    for split in SPLITS:
+        for r in data[split]:
+            truth = check_items(r.meta)
+            assert truth is not None and len(truth) == 4
+            assert read_checks(r.reference_feedback, list(truth)) == truth, r.id
+    assert set(check_truths(data["test"])) == {r.id for r in data["test"]}
+
+
+def test_read_checks_on_hand_made_feedbacks():
+    items = ["tent", "rope", "map", "kettle"]
+    right = "Checking each: tent: named; rope: missing; map: named; kettle: missing. So 2."
+    assert read_checks(right, items) == {"tent": True, "rope": False, "map": True, "kettle": False}
+    # partially wrong: the verdicts are read as written, whatever the truth
+    wrong = "Checking each: Tent: MISSING; rope: named; map: named; kettle: missing."
+    assert read_checks(wrong, items) == {"tent": False, "rope": True, "map": True, "kettle": False}
+    # items not checked are left out; a mention without a verdict is no check
+    partial = "Required items: tent, rope, map and kettle. Checking each: rope: named; map:"
+    assert read_checks(partial, items) == {"rope": True}
+    # the first check of an item counts
+    assert read_checks("tent: named; tent: missing", ["tent"]) == {"tent": True}
+    # garbage and empty feedbacks give nothing
+    for text in ("", "[RESULT] 3", "pup-tent: named; roadmap: missing", "kettles: named"):
+        assert read_checks(text, items) == {}
+
+
+def test_read_checks_on_facts_keeps_whole_values_apart():
+    items = list(check_items(FACTS_META))
+    text = (
+        "Checking each: Friday: kept; 11:30 pm: kept; 1:30 pm: changed to 11:30 pm; "
+        "room 207: missing; slides: kept."
+    )
+    assert read_checks(text, items) == {
+        "Friday": True,
+        "1:30 pm": False,  # not read inside "11:30 pm: kept"
+        "room 207": False,
+        "slides": True,
+    }
+    assert read_checks("room 2071: kept; room 20: kept", ["room 207"]) == {}

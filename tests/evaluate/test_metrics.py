@@ -13,6 +13,7 @@ from scipy import stats
 
 from realjudge.evaluate.metrics import (
     METRIC_NAMES,
+    check_accuracy,
     confusion_matrix,
     correlation_metrics,
     round_half_up,
@@ -266,3 +267,60 @@ def test_paired_difference_drops_missing_and_handles_constants():
     assert d["n"] == 3 and d["pearson"]["delta"] is None  # b is constant on the kept items
     with pytest.raises(ValueError):
         paired_difference([1], [1, 2], [1, 2])
+
+
+# --------------------------------------------------------------------------------------------
+# the judge's item-by-item checks (embedded task)
+
+TRUTH = {"tent": True, "rope": False, "map": True, "kettle": False}
+
+
+def _fb(**verdicts):
+    return "Checking each: " + "; ".join(f"{k}: {v}" for k, v in verdicts.items()) + "."
+
+
+def test_check_accuracy_on_hand_made_feedbacks():
+    rows = [
+        # all four right
+        _row(
+            0, 3.0, 3.0, feedback=_fb(tent="named", rope="missing", map="named", kettle="missing")
+        ),
+        # partially wrong: rope and kettle named though absent
+        _row(1, 3.0, 4.0, feedback=_fb(tent="named", rope="named", map="named", kettle="named")),
+        # missing items: only two checks, both right
+        _row(2, 3.0, 2.5, "forced_cue", feedback=_fb(tent="named", rope="missing")),
+        # garbage
+        _row(3, 3.0, 1.0, feedback="I like camping. [RESULT] 1"),
+    ]
+    truths = {f"r{i}": TRUTH for i in range(4)}
+    m = check_accuracy(rows, truths, n_boot=200, seed=1)
+    assert m["n_feedbacks"] == 4 and m["n_parsable"] == 3 and m["n_complete"] == 2
+    assert m["n_items"] == 16 and m["n_read"] == 10
+    assert m["accuracy"] == pytest.approx((4 + 2 + 2 + 0) / 16)
+    assert m["accuracy_of_read"] == pytest.approx(8 / 10)
+    assert m["all_correct_rate"] == pytest.approx(1 / 4)
+    lo, hi = m["accuracy_ci"]
+    assert 0.0 <= lo <= m["accuracy"] <= hi <= 1.0 and lo < hi
+    assert check_accuracy(rows, truths, n_boot=200, seed=1) == m  # deterministic
+    _assert_no_nan(m)
+
+
+def test_check_accuracy_counts_only_rows_it_can_judge():
+    good = _fb(tent="named", rope="missing", map="named", kettle="missing")
+    rows = [
+        _row(0, 3.0, 3.0, feedback=good),
+        _row(1, 3.0, None, "error: boom", feedback=good),  # failed row
+        _row(2, 3.0, 3.0, feedback=None),  # no feedback
+        _row(3, 3.0, 3.0, feedback=good),  # no truth for this id
+        # two samples: one right, one with every verdict flipped
+        _row(4, 3.0, 3.0, feedback=[good, _fb(tent="missing", rope="named", map="missing")]),
+    ]
+    truths = {"r0": TRUTH, "r1": TRUTH, "r2": TRUTH, "r4": TRUTH}
+    m = check_accuracy(rows, truths, n_boot=0)
+    assert m["n_feedbacks"] == 3 and m["n_items"] == 12 and m["n_read"] == 11
+    assert m["accuracy"] == pytest.approx(8 / 12) and m["accuracy_ci"] is None
+    assert check_accuracy(rows, {}) is None
+    assert check_accuracy([_row(0, 3.0, 3.0, feedback=None)], {"r0": TRUTH}) is None
+    garbage = check_accuracy([_row(0, 3.0, 3.0, feedback="")], {"r0": TRUTH}, n_boot=10)
+    assert garbage["n_parsable"] == 0 and garbage["accuracy"] == 0.0
+    assert garbage["accuracy_of_read"] is None

@@ -20,6 +20,9 @@ Every question appears with five responses, one per score, so each split is bala
 and test draw from disjoint item categories, so no test question (and no test item word)
 appears in train. ``reference_feedback`` is a short chain of thought that checks each required
 item / fact in turn and states how many are present; it never states the score itself.
+
+:func:`check_items` and :func:`read_checks` read a judge's own item-by-item checks back out of
+a feedback written in that format, to compare them with the record's ``meta``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from .records import JudgeRecord, Rubric
 
@@ -35,8 +39,11 @@ __all__ = [
     "DEFAULT_SIZES",
     "FACTS_RUBRIC",
     "SPLIT_CATEGORIES",
+    "check_items",
+    "check_truths",
     "generate_embedded",
     "mentions",
+    "read_checks",
 ]
 
 DEFAULT_SIZES = {"train": 2000, "test": 200, "ood": 200}
@@ -521,6 +528,59 @@ def _facts_feedback(facts: dict[str, str], status: dict[str, str], values: dict[
         f"Key facts in the message: {_join(key)}. "
         f"Checking each: {'; '.join(checks)}. So {n} of the 4 key facts {'is' if n == 1 else 'are'} kept."
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a judge's item-by-item checks back out of its feedback
+# ---------------------------------------------------------------------------------------------
+
+#: Verdict words of the feedback format: an item is ``named`` / ``missing`` (checklist), a
+#: fact ``kept`` / ``changed to ...`` / ``missing`` (facts).
+_SATISFIED = ("named", "kept")
+_NOT_SATISFIED = ("missing", "changed")
+_VERDICT = "|".join(_SATISFIED + _NOT_SATISFIED)
+
+
+def check_items(meta: Any) -> dict[str, bool] | None:
+    """What a feedback should check for a record, from its ``meta``: each item (checklist)
+    or fact (facts, labelled as the reference feedback writes it: ``room 207``, ``Friday``)
+    -> whether the response satisfies it. ``None`` when ``meta`` is not an embedded record's
+    or lacks a field."""
+    if not isinstance(meta, dict):
+        return None
+    family = meta.get("family")
+    if family == "checklist":
+        required, present = meta.get("required"), meta.get("present")
+        if not isinstance(required, list) or not isinstance(present, list) or not required:
+            return None
+        return {str(w): w in present for w in required}
+    if family == "facts":
+        facts, status = meta.get("facts"), meta.get("status")
+        if not isinstance(facts, dict) or not isinstance(status, dict) or not facts:
+            return None
+        return {_fact(str(k), str(v)): status.get(k) == "kept" for k, v in facts.items()}
+    return None
+
+
+def check_truths(records: Sequence[JudgeRecord]) -> dict[str, dict[str, bool]]:
+    """:func:`check_items` of every record whose ``meta`` has them, by record id."""
+    return {r.id: t for r in records if (t := check_items(r.meta)) is not None}
+
+
+def read_checks(feedback: str, items: Sequence[str]) -> dict[str, bool]:
+    """The judge's verdict on each of ``items`` as its ``feedback`` states it, in the format of
+    the reference feedback (``tent: named``, ``rope: missing``, ``room 207: changed to room
+    318``): item -> ``True`` when it says named / kept. Items with no such check are left out;
+    when an item is checked twice the first check counts. Matching is case-insensitive and
+    on whole words, so ``1:30 pm`` is not read inside ``11:30 pm``."""
+    out: dict[str, bool] = {}
+    text = str(feedback or "")
+    for item in items:
+        pattern = r"(?<![\w-])" + re.escape(item) + r"\s*:\s*(" + _VERDICT + r")(?![\w-])"
+        m = re.search(pattern, text, re.I)
+        if m:
+            out[item] = m.group(1).lower() in _SATISFIED
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from scipy import stats
 
 from realjudge.scoring.agreement import (
     METRIC_NAMES,
+    OK_STATUSES,
+    check_accuracy,
     complete_rows,
     correlation_metrics,
     is_constant,
@@ -29,6 +31,7 @@ from realjudge.scoring.agreement import (
 
 __all__ = [
     "FAILED_STATUS",
+    "check_accuracy",
     "METRIC_NAMES",
     "OK_STATUSES",
     "confusion_matrix",
@@ -37,8 +40,6 @@ __all__ = [
     "summarize_predictions",
 ]
 
-#: Row statuses whose prediction counts as a scored output.
-OK_STATUSES: frozenset[str] = frozenset({"ok", "forced_cue", "retokenized_cue"})
 #: The status_counts bucket for rows with no status at all.
 FAILED_STATUS = "unknown"
 

@@ -207,6 +207,28 @@ def _metrics_section(metrics: Mapping) -> str:
     return _md_table(header, body)
 
 
+def _checks_section(checks: Mapping) -> str:
+    """The judge's item-by-item checks (``metrics["checks"]``) in words and a table."""
+    text = (
+        "The item-by-item checks the judge wrote in its own feedbacks (`tent: named`, `room 207: "
+        "kept`), read back and compared with what each response really contains (the records' "
+        f"`meta`): {format_value(checks.get('n_parsable'))} of "
+        f"{format_value(checks.get('n_feedbacks'))} feedbacks have a readable check, "
+        f"{format_value(checks.get('n_complete'))} check every item. Accuracy counts an item "
+        "without a readable check as wrong; brackets: 95% bootstrap CI over rows."
+    )
+    body = [
+        [
+            "accuracy (all items)",
+            _format_with_ci(checks.get("accuracy"), checks.get("accuracy_ci")),
+        ],
+        ["accuracy of the checks read", format_value(checks.get("accuracy_of_read"))],
+        ["feedbacks with every item right", format_value(checks.get("all_correct_rate"))],
+        ["items / checks read", f"{checks.get('n_items')} / {checks.get('n_read')}"],
+    ]
+    return text + "\n\n" + _md_table(["item checks", "value"], body)
+
+
 def _feedback_text(fb: Any) -> str | None:
     if fb is None:
         return None
@@ -272,6 +294,7 @@ def _report_markdown(
         "Brackets: 95% percentile bootstrap CIs over rows. Accuracy: rounded (half up) "
         "prediction equals rounded gold.",
         _metrics_section(metrics),
+        *(["## Item checks", _checks_section(metrics["checks"])] if metrics.get("checks") else []),
         "## Status",
         _md_table(["status", "rows"], sorted(status.items())) if status else "_no rows_",
         f"Mean leaked probability mass (off the score tokens): "

@@ -167,9 +167,12 @@ def _scale(records: list[Any]) -> tuple[int, int]:
 def run_eval(cfg: EvalConfig) -> dict:
     """Grade ``cfg.data`` with ``cfg.model``; write ``predictions.jsonl``, ``metrics.json``,
     ``report.md`` and the plots into ``cfg.out``; return the metrics dict
-    (:func:`~realjudge.evaluate.metrics.summarize_predictions` keys plus ``runtime``)."""
+    (:func:`~realjudge.evaluate.metrics.summarize_predictions` keys plus ``runtime``, and, for a
+    CoT run on records whose ``meta`` says which items a response satisfies (the embedded task),
+    ``checks``: :func:`~realjudge.evaluate.metrics.check_accuracy`)."""
+    from realjudge.data.embedded import check_truths
     from realjudge.data.loaders import load_records
-    from realjudge.evaluate.metrics import summarize_predictions
+    from realjudge.evaluate.metrics import check_accuracy, summarize_predictions
     from realjudge.evaluate.report import write_report
 
     out = Path(cfg.out) if cfg.out else default_out_dir("eval")
@@ -188,6 +191,11 @@ def run_eval(cfg: EvalConfig) -> dict:
     infer_s = time.perf_counter() - t1
     scale = _scale(loaded.records)
     metrics = summarize_predictions(rows, scale=scale, n_boot=cfg.n_boot, seed=cfg.seed)
+    if cfg.cot:  # the judge's item-by-item checks, where the records' meta says what is right
+        truths = check_truths(loaded.records)
+        checks = check_accuracy(rows, truths, n_boot=cfg.n_boot, seed=cfg.seed)
+        if checks is not None:
+            metrics["checks"] = checks
     n_items = len(loaded.records)
     metrics["runtime"] = {
         "model_load_s": load_s,
@@ -291,6 +299,12 @@ def format_summary(metrics: dict, out: str | Path | None = None) -> str:
         f"leaked mass {fmt(metrics.get('mean_leaked_mass'))}  "
         f"forced-cue rate {fmt(metrics.get('forced_cue_rate'))}"
     )
+    checks = metrics.get("checks")
+    if checks:
+        lines.append(
+            f"item checks: accuracy {fmt(checks['accuracy'])}, readable in "
+            f"{checks['n_parsable']} of {checks['n_feedbacks']} feedbacks"
+        )
     rt = metrics.get("runtime") or {}
     if rt.get("examples_per_s"):
         lines.append(f"{rt['examples_per_s']:.2f} examples/s ({rt.get('backend')})")

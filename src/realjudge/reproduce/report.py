@@ -4,16 +4,24 @@
 benchmark, then the average over benchmarks; each cell is the mean over seeds with its 95%
 t interval. It has a table for each read-out (RAIL: the expected score; decode: the score the
 judge wrote), the paper's claims checked on these numbers, and run diagnostics.
+
+``results.json`` holds everything ``results.md`` and the plots are made from, so the document
+can be rebuilt from it alone: :func:`repository_json` turns it into the file committed as
+``docs/results/<preset>.json`` (its required keys: :func:`validate_results_json`), and
+:func:`render_results` / :func:`write_plots` draw the markdown and the plots from either.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from realjudge.reproduce.stats import (
+    Claim,
     Summary,
     aggregate,
     check_claims,
@@ -21,7 +29,22 @@ from realjudge.reproduce.stats import (
     seed_difference,
 )
 
-METRICS = ("pearson", "spearman", "decode_pearson", "decode_spearman", "rmse", "forced_cue_rate")
+log = logging.getLogger(__name__)
+
+METRICS = (
+    "pearson",
+    "spearman",
+    "decode_pearson",
+    "decode_spearman",
+    "rmse",
+    "forced_cue_rate",
+    "check_accuracy",
+)
+#: The version of the repository JSON (``docs/results/<preset>.json``).
+SCHEMA = "realjudge-results/1"
+#: Keys of a run dir's results.json that point into the run dir (prediction files, plot
+#: files, the rendered markdown): left out of the repository JSON.
+LOCAL_KEYS = ("predictions", "plots", "markdown")
 
 
 def fmt_summary(s: Summary | None, digits: int = 3) -> str:
@@ -107,17 +130,28 @@ def _claims_md(claims: Sequence[Any]) -> str:
     return "\n".join(f"- {c.text}: **{claim_verdict(c)}** ({c.detail})" for c in claims)
 
 
+def _has_metric(agg: Mapping[str, Any], benches: Sequence[str], metric: str) -> bool:
+    return any(
+        (s := per.get(b, {}).get(metric)) is not None and s.mean is not None
+        for per in agg.values()
+        for b in benches
+    )
+
+
 def _diagnostics_md(results: Mapping[str, Any], agg: Mapping[str, Any]) -> str:
     benches = results["in_domain"] + results["out_of_domain"]
+    checks = _has_metric(agg, benches, "check_accuracy")
     header = ["run", "method", "steps", "warm start", "train s/seed", "eval s/seed"]
-    header += [f"forced cue {b}" for b in benches] + ["rollout tok/s", "train tok/s"]
+    header += [f"forced cue {b}" for b in benches]
+    header += [f"item checks {b}" for b in benches] if checks else []
+    header += ["rollout tok/s", "train tok/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in results["runs"]:
         name = r["name"]
-        t = results["timings_s"].get(name, {})
+        t = (results.get("timings_s") or {}).get(name, {})
         tr = [v for k, v in t.items() if k.endswith("_train_s") and v > 0]
         ev = [v for k, v in t.items() if k.endswith("_eval_s")] or [t.get("eval_s", 0.0)]
-        thr = [v for v in results["throughput"].get(name, {}).values()]
+        thr = [v for v in (results.get("throughput") or {}).get(name, {}).values()]
 
         def mean_of(key: str, rows: list[dict] = thr) -> str:
             xs = [x[key] for x in rows if x.get(key)]
@@ -126,12 +160,14 @@ def _diagnostics_md(results: Mapping[str, Any], agg: Mapping[str, Any]) -> str:
         cells = [
             name,
             r["method"] or "-",
-            str(r["max_steps"]),
-            r["init_from"] or "-",
+            str(r.get("steps", r.get("max_steps"))),
+            r.get("init_from") or "-",
             f"{sum(tr) / len(tr):.0f}" if tr else "-",
             f"{sum(ev) / len(ev):.0f}",
         ]
         cells += [fmt_summary(agg[name].get(b, {}).get("forced_cue_rate"), 2) for b in benches]
+        if checks:
+            cells += [fmt_summary(agg[name].get(b, {}).get("check_accuracy"), 2) for b in benches]
         cells += [mean_of("rollout_tokens_per_s"), mean_of("train_tokens_per_s")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -145,7 +181,7 @@ def results_markdown(
     seeds = results["seeds"]
     bench_desc = ", ".join(
         f"`{b['name']}` ({'in' if b['domain'] == 'in' else 'out of'} domain, "
-        f"{b['limit'] or 'all'} items)"
+        f"{b.get('n_items') or b.get('limit') or 'all'} items)"
         for b in results["benchmarks"]
     )
     variants = list(variant_parents(results["runs"]))
@@ -153,14 +189,16 @@ def results_markdown(
         f"## Preset `{results['preset']}`"
         + (f": sweep of {len(variants)} variants" if variants else ""),
         "",
-        f"{results['description']}. Benchmarks: {bench_desc}. Seeds: {seeds}"
+        f"{results.get('description', '')}. Benchmarks: {bench_desc}. Seeds: {seeds}"
         f" (cells: mean over seeds and its 95% t interval, correlations clipped to [-1, 1];"
         f" the base model's greedy CoT does not depend on the seed). CoT evaluation: greedy,"
         f" up to"
-        f" {results['eval_max_new_tokens']} tokens.",
+        f" {results.get('eval_max_new_tokens')} tokens.",
     ]
     if results.get("command"):
-        parts += ["", f"Command: `{results['command']}`"]
+        commit = results.get("commit")
+        at = f" at commit `{commit}`" if commit and commit != "unknown" else ""
+        parts += ["", f"Command: `{results['command']}`{at}"]
     parts += [
         "",
         "### RAIL (expected score): Pearson (P) and Spearman (S)",
@@ -188,6 +226,13 @@ def results_markdown(
             "",
         ]
     parts += ["### Runs", "", _diagnostics_md(results, agg)]
+    if _has_metric(agg, benches, "check_accuracy"):
+        parts += [
+            "",
+            "Item checks: accuracy of the item-by-item checks the judge wrote in its own "
+            "feedbacks, against what each response contains (the embedded task's `meta`; an "
+            "item without a readable check counts as wrong).",
+        ]
     if results.get("notes"):
         parts += ["", results["notes"]]
     return "\n".join(parts) + "\n"
@@ -235,9 +280,32 @@ def best_runs(agg: Mapping[str, Mapping[str, Mapping[str, Summary]]], k: int = 2
     return [run for _, run in sorted(scored, reverse=True)[:k]]
 
 
+def scatter_points(
+    results: Mapping[str, Any], runs: Sequence[str], digits: int = 4
+) -> dict[str, dict[str, list[list[float]]]]:
+    """``{run: {benchmark: [[gold, RAIL prediction], ...]}}`` of ``runs`` (first seed), read
+    from the prediction files that ``results['predictions']`` names; missing files: no points."""
+    benches = results["in_domain"] + results["out_of_domain"]
+    paths = results.get("predictions") or {}
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    for run in runs:
+        for bench in benches:
+            p = Path(paths.get(run, {}).get(bench, ""))
+            rows = []
+            if p.is_file():
+                rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+            out.setdefault(run, {})[bench] = [
+                [float(r["gold"]), round(float(r["expected_score"]), digits)]
+                for r in rows
+                if r.get("gold") is not None and r.get("expected_score") is not None
+            ]
+    return out
+
+
 def plot_scatter(results: Mapping[str, Any], runs: Sequence[str], path: Path) -> Path | None:
-    """Prediction (RAIL) vs gold for ``runs`` on every benchmark (first seed), with jitter on
-    the gold axis so the integer scores do not hide each other."""
+    """Prediction (RAIL) vs gold for ``runs`` on every benchmark (first seed; the points of
+    ``results['scatter']``), with jitter on the gold axis so the integer scores do not hide
+    each other."""
     import random
 
     import matplotlib
@@ -246,7 +314,7 @@ def plot_scatter(results: Mapping[str, Any], runs: Sequence[str], path: Path) ->
     import matplotlib.pyplot as plt
 
     benches = results["in_domain"] + results["out_of_domain"]
-    paths = results.get("predictions", {})
+    points = results.get("scatter") or {}
     if not runs or not benches:
         return None
     fig, axes = plt.subplots(
@@ -256,16 +324,10 @@ def plot_scatter(results: Mapping[str, Any], runs: Sequence[str], path: Path) ->
     for i, run in enumerate(runs):
         for j, bench in enumerate(benches):
             ax = axes[i][j]
-            p = Path(paths.get(run, {}).get(bench, ""))
-            rows = []
-            if p.is_file():
-                rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
-            rows = [
-                r for r in rows if r.get("gold") is not None and r.get("expected_score") is not None
-            ]
+            pts = points.get(run, {}).get(bench, [])
             ax.scatter(
-                [r["gold"] + rng.uniform(-0.15, 0.15) for r in rows],
-                [r["expected_score"] for r in rows],
+                [g + rng.uniform(-0.15, 0.15) for g, _ in pts],
+                [y for _, y in pts],
                 s=10,
                 alpha=0.6,
             )
@@ -286,36 +348,231 @@ def _plain(agg: Mapping[str, Mapping[str, Mapping[str, Summary]]]) -> dict[str, 
     }
 
 
-def write_results(results: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Aggregate ``results['per_seed']``, check the claims, write results.json/.md and the
-    plots into ``out``; return the completed results."""
-    from realjudge.evaluate.report import json_safe
-
-    benches = results["in_domain"] + results["out_of_domain"]
-    agg = aggregate(results["per_seed"], benches, METRICS)
+def claims_of(results: Mapping[str, Any]) -> list[Claim]:
+    """The paper's claims checked on ``results['per_seed']`` (:func:`check_claims`)."""
     names = {r["name"] for r in results["runs"]}
-    claims = check_claims(
+    return check_claims(
         results["per_seed"],
         results["in_domain"],
         results["out_of_domain"],
         regression=[n for n in ("RAFT", "TRACT", "TRACT-2") if n in names],
     )
+
+
+def claim_record(c: Claim) -> dict[str, Any]:
+    """A claim as the repository JSON holds it: :meth:`Claim.to_dict` plus its verdict."""
+    return {**c.to_dict(), "verdict": claim_verdict(c)}
+
+
+def _n_items(results: Mapping[str, Any], bench: Mapping[str, Any]) -> int | None:
+    """Items a benchmark had: the most any evaluation graded, else its limit."""
+    ns = [
+        per_bench.get(bench["name"], {}).get("n_items")
+        for seeds in results["per_seed"].values()
+        for per_bench in seeds.values()
+    ]
+    ns = [int(n) for n in ns if n is not None]
+    if ns:
+        return max(ns)
+    return None if bench.get("limit") is None else int(bench["limit"])
+
+
+def complete_results(results: dict[str, Any], commit: str | None = None) -> dict[str, Any]:
+    """Add to ``results`` (as :func:`~realjudge.reproduce.runner.run_reproduce` gathers them)
+    everything derived from them: ``aggregate``, ``claims`` (with their numbers and verdict),
+    ``best_runs``, ``scatter`` points, each run's ``steps``, each benchmark's ``n_items``,
+    ``commit`` (kept when there; else ``commit`` or ``unknown``) and ``schema``. Idempotent;
+    returns ``results``."""
+    benches = results["in_domain"] + results["out_of_domain"]
+    agg = aggregate(results["per_seed"], benches, METRICS)
     results["aggregate"] = _plain(agg)
-    results["claims"] = [c.to_dict() for c in claims]
-    plots = {}
-    curve = plot_curves(results, out / "curves.png")
-    if curve:
-        plots["curves"] = curve.name
-    best = best_runs(agg)
-    scatter = plot_scatter(results, best, out / "scatter.png")
-    if scatter:
-        plots["scatter"] = scatter.name
-    results["plots"] = plots
-    results["best_runs"] = best
-    (out / "results.json").write_text(json.dumps(json_safe(results), indent=2))
-    md = results_markdown(results, agg, claims)
+    results["claims"] = [claim_record(c) for c in claims_of(results)]
+    results["best_runs"] = best_runs(agg)
+    for r in results["runs"]:
+        r["steps"] = int(r.get("max_steps", r.get("steps")) or 0)
+    for b in results["benchmarks"]:
+        b["n_items"] = _n_items(results, b)
+    if not results.get("scatter") and results.get("predictions"):
+        results["scatter"] = scatter_points(results, results["best_runs"])
+    results["commit"] = results.get("commit") or commit or "unknown"
+    results["schema"] = SCHEMA
+    return results
+
+
+def _type_problems(where: str, obj: Any, fields: Mapping[str, tuple[type, ...]]) -> list[str]:
+    if not isinstance(obj, dict):
+        return [f"{where}: expected an object, got {type(obj).__name__}"]
+    out = []
+    for key, types in fields.items():
+        if key not in obj:
+            out.append(f"{where}: missing {key!r}")
+        elif (isinstance(obj[key], bool) and bool not in types) or not isinstance(obj[key], types):
+            names = "/".join("null" if t is type(None) else t.__name__ for t in types)
+            out.append(f"{where}.{key}: expected {names}, got {type(obj[key]).__name__}")
+    return out
+
+
+_NUM = (int, float, type(None))
+#: Required keys of the repository JSON and their types (``None``: null allowed).
+TOP_FIELDS: dict[str, tuple[type, ...]] = {
+    "preset": (str,),
+    "commit": (str,),
+    "command": (str,),
+    "seeds": (list,),
+    "benchmarks": (list,),
+    "runs": (list,),
+    "claims": (list,),
+    "per_seed": (dict,),
+    "in_domain": (list,),
+    "out_of_domain": (list,),
+}
+BENCH_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "n_items": (int,), "domain": (str,)}
+RUN_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "method": (str, type(None)),
+    "steps": (int,),
+}
+CLAIM_FIELDS: dict[str, tuple[type, ...]] = {
+    "claim": (str,),
+    "difference": _NUM,
+    "ci_low": _NUM,
+    "ci_high": _NUM,
+    "verdict": (str,),
+}
+
+
+def validate_results_json(data: Any) -> list[str]:
+    """What is wrong with a repository results JSON (empty: nothing). Required: ``preset``,
+    ``commit``, ``command`` (strings); ``seeds`` (integers); ``benchmarks`` (``name``,
+    ``n_items`` an integer, ``domain`` ``in``/``out``); ``runs`` (``name``, ``method`` a string
+    or null for the starting model, ``steps`` an integer); ``claims`` (``claim``,
+    ``difference``, ``ci_low``, ``ci_high`` numbers or null, ``verdict``); ``per_seed``
+    (``{run: {seed: {benchmark: {metric: number or null}}}}``, every run in it); ``in_domain`` and
+    ``out_of_domain`` (benchmark names)."""
+    problems = _type_problems("results", data, TOP_FIELDS)
+    if problems:
+        return problems
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in data["seeds"]):
+        problems.append("results.seeds: expected a list of integers")
+    for i, b in enumerate(data["benchmarks"]):
+        problems += _type_problems(f"benchmarks[{i}]", b, BENCH_FIELDS)
+        if isinstance(b, dict) and b.get("domain") not in ("in", "out"):
+            problems.append(f"benchmarks[{i}].domain: expected 'in' or 'out'")
+    for i, r in enumerate(data["runs"]):
+        problems += _type_problems(f"runs[{i}]", r, RUN_FIELDS)
+        if isinstance(r, dict) and r.get("name") not in data["per_seed"]:
+            problems.append(f"runs[{i}]: no per_seed results for {r.get('name')!r}")
+    for i, c in enumerate(data["claims"]):
+        problems += _type_problems(f"claims[{i}]", c, CLAIM_FIELDS)
+    names = {b.get("name") for b in data["benchmarks"] if isinstance(b, dict)}
+    for key in ("in_domain", "out_of_domain"):
+        if not all(isinstance(n, str) and n in names for n in data[key]):
+            problems.append(f"results.{key}: expected names of benchmarks")
+    for run, seeds in data["per_seed"].items():
+        for seed, per_bench in seeds.items() if isinstance(seeds, dict) else [(None, None)]:
+            ok = isinstance(per_bench, dict) and all(
+                isinstance(m, dict)
+                and all(
+                    v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                    for v in m.values()
+                )
+                for m in per_bench.values()
+            )
+            if not ok:
+                problems.append(
+                    f"per_seed[{run!r}][{seed!r}]: expected {{benchmark: {{metric: number}}}}"
+                )
+    return problems
+
+
+def repository_json(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The repository form of a run dir's results.json (``docs/results/<preset>.json``):
+    completed (:func:`complete_results`), without the keys that point into the run dir
+    (:data:`LOCAL_KEYS`), JSON-safe; raises ``ValueError`` when it does not validate."""
+    from realjudge.evaluate.report import json_safe
+
+    data = complete_results(json.loads(json.dumps(json_safe(results))))
+    data["command"] = data.get("command") or "unknown"
+    data = {k: v for k, v in data.items() if k not in LOCAL_KEYS}
+    problems = validate_results_json(data)
+    if problems:
+        raise ValueError("results do not validate: " + "; ".join(problems))
+    return data
+
+
+def export_results(run_dir: str | Path, to: str | Path | None = None) -> Path:
+    """Write the repository JSON of the reproduce output dir ``run_dir`` to ``to`` (default
+    ``docs/results/<preset>.json``); return its path."""
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    data = repository_json(results)
+    if data["commit"] == "unknown":
+        log.warning("%s records no commit; exported with commit 'unknown'", run_dir)
+    path = Path(to) if to else Path("docs/results") / f"{data['preset']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def stale_claims(data: Mapping[str, Any]) -> list[str]:
+    """The claims whose stored verdict or difference disagrees with the claims checked again on
+    ``data['per_seed']`` (a hand-edited number, or a JSON of an older claim check)."""
+    stored = {c.get("claim"): c for c in data.get("claims", [])}
+    out = []
+    for c in map(claim_record, claims_of(data)):
+        s = stored.get(c["claim"])
+        if (
+            s is None
+            or s.get("verdict") != c["verdict"]
+            or not _same(s.get("difference"), c["difference"])
+        ):
+            out.append(c["claim"])
+    return out
+
+
+def render_results(results: Mapping[str, Any], plots: Mapping[str, str] | None = None) -> str:
+    """The markdown of a results JSON (the run dir's or the repository's): the tables and the
+    claims computed from ``per_seed``, then the ``plots`` (``{name: path}``)."""
+    benches = results["in_domain"] + results["out_of_domain"]
+    agg = aggregate(results["per_seed"], benches, METRICS)
+    md = results_markdown(results, agg, claims_of(results))
     if plots:
         md += "\n" + "\n".join(f"![{k}]({v})" for k, v in plots.items()) + "\n"
+    return md
+
+
+def write_plots(results: Mapping[str, Any], folder: Path, prefix: str = "") -> dict[str, str]:
+    """Draw the curves and the scatter of a results JSON into ``folder`` as
+    ``<prefix>curves.png`` and ``<prefix>scatter.png``; return ``{name: file name}`` of those
+    drawn (no curve points: no curves plot)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    curve = plot_curves(results, folder / f"{prefix}curves.png")
+    if curve:
+        plots["curves"] = curve.name
+    scatter = plot_scatter(results, results.get("best_runs") or [], folder / f"{prefix}scatter.png")
+    if scatter:
+        plots["scatter"] = scatter.name
+    return plots
+
+
+def write_results(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Aggregate ``results['per_seed']``, check the claims, write results.json/.md and the
+    plots into ``out``; return the completed results (:func:`complete_results`, with the commit
+    of the code that ran)."""
+    from realjudge.evaluate.report import json_safe
+    from realjudge.reproduce.document import git_commit
+
+    complete_results(results, commit=git_commit(Path(__file__).parent))
+    plots = write_plots(results, out)
+    results["plots"] = plots
+    (out / "results.json").write_text(json.dumps(json_safe(results), indent=2))
+    md = render_results(results, plots)
     (out / "results.md").write_text(md)
     results["markdown"] = md
     return results

@@ -58,6 +58,8 @@ EVAL_KEYS = {
     "decode_spearman": ("by_field", "decoded_score", "spearman"),
     "forced_cue_rate": ("forced_cue_rate",),
     "leaked_mass": ("mean_leaked_mass",),
+    "check_accuracy": ("checks", "accuracy"),  # the judge's item checks (embedded task, CoT)
+    "n_items": ("n_total",),
 }
 DONE_FILE = "reproduce_done.json"
 

@@ -77,10 +77,11 @@ def with_average(
 
 def metric_bounds(metric: str) -> tuple[float, float] | None:
     """The range an interval of ``metric`` is clipped to: ``[-1, 1]`` for a correlation,
-    ``[0, 1]`` for a rate (``forced_cue_rate``), none otherwise (RMSE)."""
+    ``[0, 1]`` for a rate or an accuracy (``forced_cue_rate``, ``check_accuracy``), none
+    otherwise (RMSE)."""
     if metric.endswith(("pearson", "spearman")):
         return (-1.0, 1.0)
-    if metric.endswith("rate"):
+    if metric.endswith(("rate", "accuracy")):
         return (0.0, 1.0)
     return None
 
@@ -128,13 +129,18 @@ class Claim:
     """One of the paper's claims, checked on the per-seed results.
 
     ``holds``: the mean says so (``None``: not testable, a run or a benchmark is missing);
-    ``significant``: the 95% interval of the seed-paired difference excludes zero too.
+    ``significant``: the 95% interval of the seed-paired difference excludes zero too;
+    ``difference``: that difference's mean over seeds, ``ci_low``/``ci_high`` its 95% t
+    interval (``None`` with fewer than two seeds).
     """
 
     text: str
     holds: bool | None
     detail: str
     significant: bool = False
+    difference: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,7 +148,16 @@ class Claim:
             "holds": self.holds,
             "significant": self.significant,
             "detail": self.detail,
+            "difference": self.difference,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
         }
+
+
+def _numbers(d: Summary) -> dict[str, float | None]:
+    """A paired difference as the numeric fields of a :class:`Claim`."""
+    two = d.n >= 2 and d.lo is not None and d.hi is not None
+    return {"difference": d.mean, "ci_low": d.lo if two else None, "ci_high": d.hi if two else None}
 
 
 def fmt_diff(d: Summary, with_n: bool = False) -> str:
@@ -186,7 +201,9 @@ def check_claims(
         if d.mean is None:
             return Claim(text, None, f"{real} or {other} has no result")
         sig = d.n > 1 and d.lo is not None and d.hi is not None and (d.lo > 0 or d.hi < 0)
-        return Claim(text, d.mean > 0, f"REAL minus {other}: {fmt_diff(d, True)}", sig)
+        return Claim(
+            text, d.mean > 0, f"REAL minus {other}: {fmt_diff(d, True)}", sig, **_numbers(d)
+        )
 
     for other in [*regression, binary_rl]:
         claims.append(versus(other))
@@ -236,5 +253,5 @@ def check_claims(
         f"gain in domain {fmt_diff(g_in, True)}, out of domain {fmt_diff(g_out, True)}; "
         f"out minus in {fmt_diff(more, True)}"
     )
-    claims.append(Claim(text, holds, detail, bool(sig)))
+    claims.append(Claim(text, holds, detail, bool(sig), **_numbers(more)))
     return claims

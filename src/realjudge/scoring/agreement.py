@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -212,4 +212,84 @@ def correlation_metrics(
     for name, values in boots.items():
         if out[name] is not None:
             out[f"{name}_ci"] = percentile_ci(values, ci)
+    return out
+
+
+#: Row statuses whose prediction counts as a scored output.
+OK_STATUSES: frozenset[str] = frozenset({"ok", "forced_cue", "retokenized_cue"})
+
+
+def _feedback_list(fb: Any) -> list[str]:
+    if fb is None:
+        return []
+    if isinstance(fb, list | tuple):
+        return [str(f or "") for f in fb]
+    return [str(fb)]
+
+
+def check_accuracy(
+    rows: Sequence[Mapping[str, Any]],
+    truth_by_id: Mapping[str, Mapping[str, bool]],
+    *,
+    reader: Callable[[str, Sequence[str]], Mapping[str, bool]] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, Any] | None:
+    """How well the judge checked each item in its own feedbacks, against the truth.
+
+    ``truth_by_id[row id]`` maps each item of a record to whether the response satisfies it
+    (:func:`realjudge.data.embedded.check_items`); ``reader(feedback, items)`` returns the
+    judge's verdicts it can read (default :func:`realjudge.data.embedded.read_checks`). Rows
+    with an ok-ish status, a truth and a feedback count (every sample of a multi-sample row is
+    one feedback). Keys: ``n_feedbacks``; ``n_parsable`` (feedbacks with at least one readable
+    check); ``n_complete`` (every item checked); ``n_items`` (items to check) and ``n_read``
+    (checks read); ``accuracy`` (checks right / items; an item without a readable check counts
+    as wrong) with ``accuracy_ci``, a percentile bootstrap over rows; ``accuracy_of_read``
+    (checks right / checks read); ``all_correct_rate`` (feedbacks with every item checked
+    right). ``None`` when no row qualifies.
+    """
+    if reader is None:
+        from realjudge.data.embedded import read_checks
+
+        reader = read_checks
+    correct: list[int] = []
+    total: list[int] = []
+    n_fb = n_parsable = n_complete = n_read = n_all = 0
+    for r in rows:
+        truth = truth_by_id.get(str(r.get("id")))
+        feedbacks = _feedback_list(r.get("feedback"))
+        if not truth or not feedbacks or r.get("status") not in OK_STATUSES:
+            continue
+        items = list(truth)
+        c = t = 0
+        for fb in feedbacks:
+            read = reader(fb, items)
+            right = sum(1 for k, v in read.items() if k in truth and bool(v) == bool(truth[k]))
+            n_fb += 1
+            n_parsable += bool(read)
+            n_complete += len(read) == len(items)
+            n_read += len(read)
+            n_all += right == len(items)
+            c += right
+            t += len(items)
+        correct.append(c)
+        total.append(t)
+    if not total:
+        return None
+    c_arr, t_arr = np.array(correct, dtype=float), np.array(total, dtype=float)
+    out: dict[str, Any] = {
+        "n_feedbacks": n_fb,
+        "n_parsable": n_parsable,
+        "n_complete": n_complete,
+        "n_items": int(t_arr.sum()),
+        "n_read": n_read,
+        "accuracy": float(c_arr.sum() / t_arr.sum()),
+        "accuracy_ci": None,
+        "accuracy_of_read": float(c_arr.sum() / n_read) if n_read else None,
+        "all_correct_rate": n_all / n_fb,
+    }
+    if n_boot > 0 and len(total) >= 2:
+        idx = np.random.default_rng(seed).integers(0, len(total), size=(n_boot, len(total)))
+        out["accuracy_ci"] = percentile_ci(c_arr[idx].sum(axis=1) / t_arr[idx].sum(axis=1), ci)
     return out

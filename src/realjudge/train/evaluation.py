@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 
+from realjudge.data.embedded import check_items
 from realjudge.data.records import JudgeRecord
 from realjudge.inference.rollout import OK
-from realjudge.scoring.agreement import correlation_metrics
+from realjudge.scoring.agreement import check_accuracy, correlation_metrics
 from realjudge.train.examples import Example, chunks, shard
 from realjudge.train.objectives import Context, forward_examples, read_scores
 from realjudge.train.rl import sample_groups
@@ -31,7 +32,8 @@ def evaluate(
     ctx: Context, model: Any, records: Sequence[JudgeRecord], mode: str, step: int = 0
 ) -> dict[str, float]:
     """Pearson/Spearman/Kendall/RMSE/MAE/accuracy of RAIL predictions, plus leaked mass (and
-    the forced-cue rate for ``cot``); an undefined correlation is NaN. Collective: every
+    the forced-cue rate for ``cot``, and ``check_accuracy`` of the feedbacks' item-by-item checks
+    when the records' ``meta`` has them); an undefined correlation is NaN. Collective: every
     process must call it."""
     acc, cfg = ctx.accelerator, ctx.cfg
     world, rank = acc.num_processes, acc.process_index
@@ -40,10 +42,11 @@ def evaluate(
     mine = shard(idx, rank, world)
     was_training = model.training
     model.eval()
-    results: list[tuple[int, float, float, int]] = []
+    results: list[tuple[int, float, float, int, str]] = []
     for part in chunks(mine, cfg.eval_batch_size):
         recs = [records[i] for i in part]
         forced = [0] * len(part)
+        feedbacks = [""] * len(part)
         if mode == "score":
             rows = [Example(ctx.encoder.score_prompt_ids(r), [], 0, 0, r.gold) for r in recs]
         else:
@@ -61,12 +64,13 @@ def evaluate(
                 for g in groups
             ]
             forced = [int(g.rollouts[0].status != OK) for g in groups]
+            feedbacks = [g.rollouts[0].feedback for g in groups]
         _, fwd = forward_examples(ctx, model, rows)
         _, leaked, y_hat = read_scores(ctx, fwd.score_logits)
-        for i, y, lk, f in zip(part, y_hat.tolist(), leaked.tolist(), forced, strict=True):
-            results.append((i, y, lk, f))
+        outs = zip(part, y_hat.tolist(), leaked.tolist(), forced, feedbacks, strict=True)
+        results.extend(outs)
     model.train(was_training)
-    by_index = {i: (y, lk, f) for i, y, lk, f in gather_object(results)}
+    by_index = {i: (y, lk, f, fb) for i, y, lk, f, fb in gather_object(results)}
     order = sorted(by_index)
     pred = [by_index[i][0] for i in order]
     gold = [float(records[i].gold) for i in order]
@@ -78,5 +82,10 @@ def evaluate(
     out["leaked_mass"] = sum(by_index[i][1] for i in order) / max(1, len(order))
     if mode == "cot":
         out["forced_cue_rate"] = sum(by_index[i][2] for i in order) / max(1, len(order))
+        truths = {str(i): t for i in order if (t := check_items(records[i].meta)) is not None}
+        fb_rows = [{"id": str(i), "feedback": by_index[i][3], "status": OK} for i in order]
+        checks = check_accuracy(fb_rows, truths, n_boot=0)
+        if checks is not None:
+            out["check_accuracy"] = checks["accuracy"]
     out["n"] = float(len(order))
     return out

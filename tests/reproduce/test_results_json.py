@@ -1,0 +1,220 @@
+"""The repository results JSON (docs/results/<preset>.json): its schema, the export of a
+reproduce dir, and the document built from the JSON alone (no model, no run dirs)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import asdict
+
+import pytest
+
+from realjudge.cli import main
+from realjudge.reproduce.document import build_document
+from realjudge.reproduce.presets import Benchmark, RunSpec
+from realjudge.reproduce.report import (
+    repository_json,
+    stale_claims,
+    validate_results_json,
+    write_results,
+)
+
+BENCHES = [
+    Benchmark("test", "embedded", "test", 5, "in"),
+    Benchmark("ood", "embedded-ood", "ood", 5, "out"),
+]
+RUNS = [
+    RunSpec("base"),
+    RunSpec("RAFT", "raft", 8, cot=False),
+    RunSpec("TRACT", "tract", 8),
+    RunSpec("GRPO", "grpo", 4, init_from="TRACT"),
+    RunSpec("REAL", "real", 4, init_from="TRACT"),
+    RunSpec("REAL[beta=0.1]", "real", 4, init_from="TRACT", variant_of="REAL"),
+]
+LIFT = {"base": 0.0, "RAFT": 0.1, "TRACT": 0.2, "GRPO": 0.25, "REAL": 0.4, "REAL[beta=0.1]": 0.3}
+
+
+def fake_results(root) -> dict:
+    """What run_reproduce gathers for a 3-seed run, with prediction files on disk."""
+    rng = random.Random(0)
+    seeds = [0, 1, 2]
+    per_seed, curves, predictions, timings, throughput = {}, {}, {}, {}, {}
+    for run in RUNS:
+        per_seed[run.name] = {}
+        for s in seeds:
+            per_seed[run.name][str(s)] = {
+                b.name: {
+                    "pearson": round(LIFT[run.name] + rng.uniform(-0.1, 0.1), 6),
+                    "spearman": rng.uniform(0, 0.5),
+                    "rmse": rng.uniform(0.8, 1.5),
+                    "decode_pearson": rng.uniform(0, 0.5),
+                    "decode_spearman": rng.uniform(0, 0.5),
+                    "forced_cue_rate": rng.uniform(0, 0.2),
+                    "leaked_mass": None,
+                    "check_accuracy": rng.uniform(0.4, 0.9) if run.cot else None,
+                    "n_items": 5.0,
+                }
+                for b in BENCHES
+            }
+        curves[run.name] = {
+            str(s): [[2, rng.uniform(0, 0.5)], [4, rng.uniform(0, 0.5)]] for s in seeds
+        }
+        timings[run.name] = {f"seed{s}_train_s": 10.0 + s for s in seeds}
+        throughput[run.name] = {str(s): {"rollout_tokens_per_s": 50.0} for s in seeds}
+        predictions[run.name] = {}
+        for b in BENCHES:
+            path = root / "seed0" / run.name / f"eval-{b.name}" / "predictions.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = [{"gold": g, "expected_score": g + rng.uniform(-1, 1)} for g in (1, 2, 3, 4, 5)]
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            predictions[run.name][b.name] = str(path)
+    return {
+        "preset": "cpu-test",
+        "description": "A fake comparison",
+        "command": "realjudge reproduce --preset cpu-test",
+        "seeds": seeds,
+        "benchmarks": [asdict(b) for b in BENCHES],
+        "in_domain": ["test"],
+        "out_of_domain": ["ood"],
+        "runs": [asdict(r) for r in RUNS],
+        "train_preset": "cpu",
+        "common": {},
+        "eval_max_new_tokens": 64,
+        "per_seed": per_seed,
+        "curves": curves,
+        "throughput": throughput,
+        "timings_s": {**timings, "total": {"wall_s": 1.0}},
+        "predictions": predictions,
+        "notes": "",
+        "curve": {"benchmark": "test", "limit": 5, "points": 2},
+    }
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    out = tmp_path / "reproduce-cpu-test"
+    out.mkdir()
+    write_results(fake_results(out), out)
+    return out
+
+
+def _numbers(text: str) -> list[str]:
+    return re.findall(r"[-+]?\d+\.\d+", text)
+
+
+def test_exported_json_has_the_schema_and_the_claims_numbers(run_dir, tmp_path):
+    to = tmp_path / "docs" / "results" / "cpu-test.json"
+    assert main(["report", "--export", str(run_dir), "--to", str(to)]) == 0
+    data = json.loads(to.read_text())
+    assert validate_results_json(data) == []
+    assert data["preset"] == "cpu-test" and data["seeds"] == [0, 1, 2]
+    assert data["command"] == "realjudge reproduce --preset cpu-test"
+    assert isinstance(data["commit"], str) and data["commit"]
+    assert [(b["name"], b["n_items"], b["domain"]) for b in data["benchmarks"]] == [
+        ("test", 5, "in"),
+        ("ood", 5, "out"),
+    ]
+    assert [(r["name"], r["method"], r["steps"]) for r in data["runs"]][:3] == [
+        ("base", None, 0),
+        ("RAFT", "raft", 8),
+        ("TRACT", "tract", 8),
+    ]
+    assert not {"predictions", "plots", "markdown"} & set(data)  # nothing points into the run dir
+    # claim 1 is REAL minus RAFT on Pearson averaged over the two benchmarks, paired by seed
+    ps = data["per_seed"]
+    diffs = [
+        sum(ps["REAL"][s][b]["pearson"] - ps["RAFT"][s][b]["pearson"] for b in ("test", "ood")) / 2
+        for s in ("0", "1", "2")
+    ]
+    claim = next(c for c in data["claims"] if c["claim"].startswith("REAL above RAFT"))
+    assert claim["difference"] == pytest.approx(sum(diffs) / 3)
+    assert claim["ci_low"] < claim["difference"] < claim["ci_high"]
+    assert claim["verdict"] in ("holds", "higher mean, not significant")
+    assert stale_claims(data) == []
+    assert data["scatter"]["REAL"]["test"][0][0] == 1.0  # the plot's points travel with it
+
+
+def test_document_from_the_json_alone_equals_the_one_from_the_run_dir(run_dir, tmp_path):
+    to = tmp_path / "json" / f"{run_dir.name}.json"  # same name: same plot file names
+    assert main(["report", "--export", str(run_dir), "--to", str(to)]) == 0
+    from_dir = build_document([run_dir], [], tmp_path / "a" / "results.md", command="x")
+    run_md = (run_dir / "results.md").read_text()
+    shutil.rmtree(run_dir)  # the JSON is all the second document gets
+    from_json = build_document([to], [], tmp_path / "b" / "results.md", command="x")
+    a, b = from_dir.read_text(), from_json.read_text()
+    assert a == b
+    assert _numbers(a) and _numbers(run_md)[:40] == _numbers(a.split("## Preset", 1)[1])[:40]
+    assert "| REAL |" in b and "item checks test" in b
+    for plot in ("curves", "scatter"):
+        assert (tmp_path / "b" / "img" / f"{run_dir.name}-{plot}.png").stat().st_size > 1000
+        assert f"(img/{run_dir.name}-{plot}.png)" in b
+
+
+def test_cli_builds_the_document_from_json_files_and_bench_json(run_dir, tmp_path):
+    to = tmp_path / "results" / "cpu-test.json"
+    main(["report", "--export", str(run_dir), "--to", str(to)])
+    bench = tmp_path / "results" / "bench-x.json"
+    bench.write_text(json.dumps({"kind": "other", "command": "realjudge bench x", "markdown": "T"}))
+    out = tmp_path / "doc" / "results.md"
+    assert main(["report", "--results", str(to), str(bench), "--out", str(out)]) == 0
+    doc = out.read_text()
+    assert "## Preset `cpu-test`" in doc and "## Performance" in doc
+    assert "### `realjudge bench x`" in doc
+
+
+def test_schema_check_names_what_is_wrong(run_dir):
+    good = repository_json(json.loads((run_dir / "results.json").read_text()))
+    assert validate_results_json(good) == []
+
+    def broken(edit):
+        data = json.loads(json.dumps(good))
+        edit(data)
+        return validate_results_json(data)
+
+    assert broken(lambda d: d.pop("commit")) == ["results: missing 'commit'"]
+    assert broken(lambda d: d.update(seeds=[0, "1"])) == [
+        "results.seeds: expected a list of integers"
+    ]
+    assert broken(lambda d: d["benchmarks"][0].update(n_items=5.0)) == [
+        "benchmarks[0].n_items: expected int, got float"
+    ]
+    assert broken(lambda d: d["benchmarks"][1].update(domain="elsewhere"))
+    assert broken(lambda d: d["runs"][1].pop("steps")) == ["runs[1]: missing 'steps'"]
+    assert broken(lambda d: d["runs"][1].update(steps=True))
+    assert broken(lambda d: d["claims"][0].update(difference="0.1"))
+    assert broken(lambda d: d["claims"][0].pop("verdict"))
+    assert broken(lambda d: d["per_seed"]["REAL"]["0"]["test"].update(pearson="high"))
+    assert broken(lambda d: d.update(in_domain=["nope"]))
+    assert broken(lambda d: d["per_seed"].pop("GRPO")) == [
+        "runs[3]: no per_seed results for 'GRPO'"
+    ]
+    assert validate_results_json([]) == ["results: expected an object, got list"]
+
+
+def test_report_refuses_a_bad_json_before_writing(run_dir, tmp_path, capsys):
+    data = repository_json(json.loads((run_dir / "results.json").read_text()))
+    del data["runs"][0]["steps"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    out = tmp_path / "doc.md"
+    assert main(["report", "--results", str(bad), "--out", str(out)]) == 2
+    assert "runs[0]: missing 'steps'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_hand_edited_number_makes_the_stored_claims_stale(run_dir):
+    data = repository_json(json.loads((run_dir / "results.json").read_text()))
+    for s in ("0", "1", "2"):
+        for b in ("test", "ood"):
+            data["per_seed"]["REAL"][s][b]["pearson"] = -0.5
+    assert "REAL above RAFT (pearson, average over benchmarks)" in stale_claims(data)
+
+
+def test_check_accuracy_intervals_stay_within_zero_and_one(run_dir):
+    data = json.loads((run_dir / "results.json").read_text())
+    for per in data["aggregate"].values():
+        for m in per.values():
+            lo, hi = m["check_accuracy"]["ci95"]
+            assert lo is None or 0.0 <= lo <= hi <= 1.0
