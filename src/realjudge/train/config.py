@@ -105,10 +105,6 @@ class TrainConfig:
             ``resume`` is refused).
         save_total_limit: keep at most N step checkpoints, the newest (``None``: all).
             Default 2.
-
-    Checkpoints are written atomically: into ``checkpoints/.partial-step-N``, which is renamed
-    to ``step-N`` once complete; a write cut short (a killed process) is never resumed from
-    and is removed by the next start in that ``out``.
         logging_steps: log metrics every N steps.
         report_to: ``tensorboard``, ``wandb``, ``trackio`` or ``none`` (accelerate trackers).
         run_name: tracker run name (default: the ``out`` dir's name).
@@ -122,6 +118,10 @@ class TrainConfig:
         digest_params: at the end, record a SHA-256 of every process's weights in
             ``metrics.json`` (a replica-consistency check for data-parallel runs; one pass
             over the weights; meaningless for sharded FSDP/ZeRO-3 runs).
+
+    Checkpoints are written atomically: into ``checkpoints/.partial-step-N``, which is renamed
+    to ``step-N`` once complete; a write cut short (a killed process) is never resumed from
+    and is removed by the next start in that ``out``.
     """
 
     method: str = ""
