@@ -303,7 +303,8 @@ def _add_step_bench_args(p: argparse.ArgumentParser, repeats: int) -> None:
 
 def _step_bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`_add_step_bench_args`'s arguments, as
-    :func:`realjudge.bench.bench_train_step` and :func:`realjudge.bench_sweep.bench_sweep`
+    :func:`realjudge.bench.train_step.bench_train_step` and
+    :func:`realjudge.bench.sweep.bench_sweep`
     take them."""
     return dict(
         model=args.model,
@@ -411,7 +412,7 @@ def _run_bench_train_step(args: argparse.Namespace) -> int:
 
 
 def _run_bench_sweep(args: argparse.Namespace) -> int:
-    from realjudge.bench_sweep import bench_sweep
+    from realjudge.bench.sweep import bench_sweep
 
     bench_sweep(
         group_sizes=args.group_sizes,

@@ -56,7 +56,7 @@ def bench_text(data: dict[str, Any]) -> str:
         ]
         return "\n".join(rows + train_step_ratio_lines(data))
     if kind == "sweep":
-        from realjudge.bench_sweep import format_sweep
+        from realjudge.bench.sweep import format_sweep
 
         return format_sweep(data)
     return data.get("markdown") or json.dumps(data, indent=2)[:4000]
