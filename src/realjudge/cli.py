@@ -41,7 +41,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--dtype",
         default=None,
         choices=["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"],
-        help="default: bf16 on GPUs that support it, fp32 on CPU",
+        help="weights' dtype (default: auto = bf16 on GPUs that support it and on CPUs with "
+        "native bf16 (x86 avx512_bf16/amx_bf16, aarch64 bf16), fp32 elsewhere)",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling/data/bootstrap seed (default: 0)")
 
@@ -281,6 +282,7 @@ def _add_bench(sub: Any) -> None:
     )
     ts.set_defaults(handler=_run_bench_train_step)
     _add_bench_sweep(bench_sub)
+    _add_bench_cpu(bench_sub)
 
 
 def _add_step_bench_args(p: argparse.ArgumentParser, repeats: int) -> None:
@@ -355,6 +357,87 @@ def _add_bench_sweep(bench_sub: Any) -> None:
     sw.add_argument("--base-response-tokens", type=int, default=64, help="L elsewhere (64)")
     sw.add_argument("--plot", dest="plot_out", default=None, metavar="OUT.png", help="write a plot")
     sw.set_defaults(handler=_run_bench_sweep)
+
+
+def _add_bench_cpu(bench_sub: Any) -> None:
+    from realjudge.train.config import PRESETS
+
+    cpu = bench_sub.add_parser(
+        "cpu",
+        help="the CPU fast path (bf16 where native, shared prefill) against fp32: rollout, "
+        "train and eval speedups and the decode step's fraction of the bandwidth bound",
+        description="At the shapes of one RL step of --preset and of a CoT evaluation, time "
+        "fp32 and the fast path side by side in one process and print four lines: rollout, "
+        "train and eval speedups (fast/fp32) and the decode fraction of bandwidth bound.",
+    )
+    cpu.add_argument(
+        "--model",
+        default="embedded",
+        help="'embedded', 'tiny' or a checkpoint directory (default: embedded)",
+    )
+    cpu.add_argument("--data", default="embedded", help="data spec (default: embedded)")
+    cpu.add_argument(
+        "--dtype",
+        dest="fast_dtype",
+        default=None,
+        choices=["auto", "float32", "fp32", "bfloat16", "bf16"],
+        help="the fast path's dtype (default: auto, bf16 on a CPU with native bf16, else fp32)",
+    )
+    cpu.add_argument(
+        "--preset",
+        default="cpu-embedded",
+        choices=sorted(PRESETS),
+        help="the training preset (of 'realjudge train') whose REAL step shapes are timed "
+        "(default: cpu-embedded)",
+    )
+    for flag, what in (
+        ("--prompts", "prompts per step"),
+        ("--group-size", "rollouts per prompt"),
+        ("--max-new-tokens", "rollout and CoT length limit"),
+    ):
+        cpu.add_argument(flag, type=int, default=None, help=f"{what} (default: the preset's)")
+    cpu.add_argument(
+        "--eval-items", type=int, default=16, help="test records for the eval figure (default 16)"
+    )
+    cpu.add_argument(
+        "--eval-batch-size", type=int, default=8, help="eval items per batch (default 8)"
+    )
+    cpu.add_argument(
+        "--repeats", type=int, default=2, help="rounds of the rollout and eval pairs (default 2)"
+    )
+    cpu.add_argument(
+        "--train-repeats", type=int, default=2, help="timed steps per precision (default 2)"
+    )
+    cpu.add_argument("--seed", type=int, default=0, help="sampling/data seed (default: 0)")
+    cpu.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    cpu.add_argument(
+        "--json", dest="json_out", default=None, metavar="OUT", help="write JSON (default: none)"
+    )
+    cpu.set_defaults(handler=_run_bench_cpu)
+
+
+def _run_bench_cpu(args: argparse.Namespace) -> int:
+    from realjudge.bench.cpu import bench_cpu
+
+    bench_cpu(
+        model=args.model,
+        data=args.data,
+        fast_dtype=args.fast_dtype,
+        preset=args.preset,
+        prompts=args.prompts,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        eval_items=args.eval_items,
+        eval_batch_size=args.eval_batch_size,
+        repeats=args.repeats,
+        train_repeats=args.train_repeats,
+        seed=args.seed,
+        threads=args.threads,
+        json_out=args.json_out,
+        show=True,
+    )
+    _stamp_bench_json(args, "cpu")
+    return 0
 
 
 def _stamp_bench_json(args: argparse.Namespace, kind: str) -> None:

@@ -18,10 +18,12 @@ setting the caller leaves unset.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,20 +67,120 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
-    """bf16 on GPUs that support it, fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+#: ``/proc/cpuinfo`` flags that mean native bf16 arithmetic: x86 AVX512-BF16 or AMX-BF16;
+#: ``bf16`` is how Linux names FEAT_BF16 on aarch64.
+BF16_CPU_FLAGS: dict[str, frozenset[str]] = {
+    "x86_64": frozenset({"avx512_bf16", "amx_bf16"}),
+    "aarch64": frozenset({"bf16"}),
+}
+_MACHINE_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+
+
+def cpu_supports_bf16(machine: str, flags: Iterable[str], capability: str | None = None) -> bool:
+    """Whether a CPU computes bf16 natively, from its architecture (``platform.machine()``),
+    its feature flags (``/proc/cpuinfo`` ``flags`` / ``Features``; on macOS the names of the
+    ``hw.optional.arm.FEAT_*`` sysctls that are set, lower-cased without ``feat_``) and torch's
+    ``torch.backends.cpu.get_cpu_capability()``. A CPU without a native bf16 unit emulates
+    it, which is slower than fp32; and a torch build that uses no vector kernels
+    (capability ``DEFAULT``/``NO AVX``) gains nothing from it either."""
+    if capability is not None and capability.upper() in ("DEFAULT", "NO AVX"):
+        return False
+    arch = _MACHINE_ALIASES.get(machine.lower(), machine.lower())
+    wanted = BF16_CPU_FLAGS.get(arch, frozenset())
+    return bool(wanted & {f.lower() for f in flags})
+
+
+def _cpu_flags() -> set[str]:
+    """This CPU's feature flags (see :func:`cpu_supports_bf16`); empty when unreadable."""
+    import platform
+    import subprocess
+
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    flags.update(value.split())
+    except OSError:
+        pass
+    if not flags and platform.system() == "Darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+            if out == "1":
+                flags.add("bf16")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return flags
+
+
+@functools.cache
+def native_cpu_bf16() -> bool:
+    """:func:`cpu_supports_bf16` for the CPU this process runs on (read once)."""
+    import platform
+
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        capability = None
+    return cpu_supports_bf16(platform.machine(), _cpu_flags(), capability)
+
+
+def pick_dtype(
+    device: torch.device, dtype: str | None = None, *, cpu_bf16: bool | None = None
+) -> torch.dtype:
+    """The dtype to load weights in: ``dtype`` when given (not ``auto``); else bf16 on a GPU
+    that supports it and on a CPU with native bf16 arithmetic (``cpu_bf16``, default
+    :func:`native_cpu_bf16`), fp32 elsewhere (emulated bf16 matmuls are slower than fp32)."""
     if dtype and dtype != "auto":
-        return {
-            "float32": torch.float32,
-            "fp32": torch.float32,
-            "bfloat16": torch.bfloat16,
-            "bf16": torch.bfloat16,
-            "float16": torch.float16,
-            "fp16": torch.float16,
-        }[dtype]
+        try:
+            return DTYPES[dtype]
+        except KeyError:
+            raise ValueError(
+                f"unknown dtype {dtype!r}; choose auto or one of {list(DTYPES)}"
+            ) from None
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
+    if device.type == "cpu" and (native_cpu_bf16() if cpu_bf16 is None else cpu_bf16):
+        return torch.bfloat16
     return torch.float32
+
+
+def pick_mixed_precision(on_gpu: bool, *, cpu_bf16: bool | None = None) -> str:
+    """accelerate's ``mixed_precision`` for ``auto``: bf16 autocast (fp32 master weights) on a
+    GPU with bf16 (``on_gpu``: the run uses one) and on a CPU with native bf16 (``cpu_bf16``,
+    default :func:`native_cpu_bf16`), else ``no``."""
+    if on_gpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    if native_cpu_bf16() if cpu_bf16 is None else cpu_bf16:
+        return "bf16"
+    return "no"
+
+
+def generation_dtype(mixed_precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The dtype a training run samples its rollouts in: bf16 on a CPU run with bf16 mixed
+    precision (a bf16 copy of the fp32 master weights, see
+    :func:`realjudge.inference.rollout.sample`), else ``None`` (the model as it is; on a GPU
+    accelerate's autocast wrapper covers generation)."""
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if kind == "cpu" and str(mixed_precision) == "bf16":
+        return torch.bfloat16
+    return None
 
 
 def _embedded_checkpoint() -> Path:

@@ -228,6 +228,13 @@ class TrainStepHarness:
         if not self.optimizer_kept:
             self.keep_optimizer_state()
 
+    def warm_up_method(self, m: str, setup: StepSetup, groups: Sequence[Any]) -> None:
+        """One unmeasured step of method ``m`` alone; keeps the optimiser state it made."""
+        self.restore()
+        self.update(m, setup, fresh_groups(groups))
+        if not self.optimizer_kept:
+            self.keep_optimizer_state()
+
     def measure(
         self, m: str, setup: StepSetup, groups: Sequence[Any], probe: _MemoryProbe
     ) -> dict[str, Any]:
@@ -299,10 +306,12 @@ def train_step_harness(
     learning_rate: float,
     seed: int,
     threads: int | None,
+    mixed_precision: str = "auto",
 ) -> Iterator[TrainStepHarness]:
     """A :class:`TrainStepHarness` for one step of ``prompts`` prompts x ``group_size``
     rollouts; torch runs on ``threads`` threads (default: unchanged) until the block ends, and
-    the accelerator is released then."""
+    the accelerator is released then. ``mixed_precision``: the config key (``auto``: as the
+    trainer picks it)."""
     import tempfile
     from pathlib import Path
 
@@ -331,6 +340,7 @@ def train_step_harness(
             ppo_epochs=1,
             temperature=temperature,
             top_p=top_p,
+            mixed_precision=mixed_precision,
         )
         acc = make_accelerator(_method_configs(shared, beta)["real"])
         threads_before = torch.get_num_threads()

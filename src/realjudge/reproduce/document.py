@@ -55,6 +55,10 @@ def bench_text(data: dict[str, Any]) -> str:
             for m, r in data["results"].items()
         ]
         return "\n".join(rows + train_step_ratio_lines(data))
+    if kind == "cpu":
+        from realjudge.bench.cpu import format_cpu_bench
+
+        return format_cpu_bench(data)
     if kind == "sweep":
         from realjudge.bench.sweep import format_sweep
 
