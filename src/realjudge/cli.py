@@ -283,6 +283,7 @@ def _add_bench(sub: Any) -> None:
     ts.set_defaults(handler=_run_bench_train_step)
     _add_bench_sweep(bench_sub)
     _add_bench_cpu(bench_sub)
+    _add_bench_precision(bench_sub)
 
 
 def _add_step_bench_args(p: argparse.ArgumentParser, repeats: int) -> None:
@@ -437,6 +438,47 @@ def _run_bench_cpu(args: argparse.Namespace) -> int:
         show=True,
     )
     _stamp_bench_json(args, "cpu")
+    return 0
+
+
+def _add_bench_precision(bench_sub: Any) -> None:
+    pr = bench_sub.add_parser(
+        "precision",
+        help="how far the fast path's RAIL expected scores (score-only) move from fp32's",
+    )
+    pr.add_argument(
+        "--model", default="embedded", help="'embedded', 'tiny' or a checkpoint (default: embedded)"
+    )
+    pr.add_argument("--data", default="embedded", help="data spec (default: embedded)")
+    pr.add_argument("--split", default="test", help="split of --data (default: test)")
+    pr.add_argument("--n", type=int, default=None, help="records (default: all of the split)")
+    pr.add_argument(
+        "--dtype",
+        dest="fast_dtype",
+        default=None,
+        choices=["auto", "float32", "fp32", "bfloat16", "bf16"],
+        help="the fast path's dtype (default: auto, bf16 on a CPU with native bf16, else fp32)",
+    )
+    pr.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
+    pr.add_argument(
+        "--json", dest="json_out", default=None, metavar="OUT", help="write JSON (default: none)"
+    )
+    pr.set_defaults(handler=_run_bench_precision)
+
+
+def _run_bench_precision(args: argparse.Namespace) -> int:
+    from realjudge.bench.cpu import rail_precision_gap
+
+    rail_precision_gap(
+        model=args.model,
+        data=args.data,
+        split=args.split,
+        n=args.n,
+        fast_dtype=args.fast_dtype,
+        batch_size=args.batch_size,
+        json_out=args.json_out,
+    )
+    _stamp_bench_json(args, "precision")
     return 0
 
 

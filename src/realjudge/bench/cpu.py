@@ -450,3 +450,87 @@ def _bench_eval(
         "n": len(records),
         "mean_feedback_tokens": tokens,
     }
+
+
+PRECISION_LINE = "rail expected score mean abs difference (fast vs fp32)"
+
+
+def rail_precision_gap(
+    model: str = "embedded",
+    data: str = "embedded",
+    split: str | None = "test",
+    n: int | None = None,
+    *,
+    fast_dtype: str | None = None,
+    preset: str = "cpu-embedded",
+    batch_size: int = 8,
+    show: bool = True,
+    json_out: str | None = None,
+) -> dict[str, Any]:
+    """How far the fast path's RAIL expected scores (score-only, the preset's format and
+    renormalisation) move from fp32's on ``n`` records (default: all) of ``split``: the mean
+    and largest absolute difference, per item, between the two models' ``expected_score``."""
+    import torch
+
+    from realjudge.data.loaders import load_records
+    from realjudge.inference.judge import Judge, JudgeConfig
+    from realjudge.models import load_model, pick_dtype
+
+    shapes = step_shapes(preset)
+    records = load_records(data, split, limit=n, seed=0).records
+    records = records[:n] if n is not None else records
+    if not records:
+        raise ValueError(f"no records in {data!r} split {split!r}")
+    fast = pick_dtype(torch.device("cpu"), fast_dtype)
+    cfg = JudgeConfig(
+        fmt=shapes["fmt"],
+        normalize=shapes["normalize"],
+        cot=False,
+        batch_size=batch_size,
+        max_prompt_tokens=shapes["max_prompt_tokens"],
+        backend="transformers",
+        progress=False,
+    )
+    scores: dict[str, list[float | None]] = {}
+    for kind, dt in (("fp32", "float32"), ("fast", str(fast).removeprefix("torch."))):
+        loaded = load_model(model, device="cpu", dtype=dt)
+        rows = Judge(loaded.model, loaded.tokenizer, cfg).predict_all(records)
+        scores[kind] = [r.get("expected_score") for r in rows]
+        del loaded
+    pairs = [
+        (a, b)
+        for a, b in zip(scores["fp32"], scores["fast"], strict=True)
+        if a is not None and b is not None
+    ]
+    diffs = [abs(a - b) for a, b in pairs]
+    out = {
+        "mean_abs_difference": sum(diffs) / len(diffs) if diffs else None,
+        "max_abs_difference": max(diffs) if diffs else None,
+        "n": len(records),
+        "n_compared": len(pairs),
+        "config": {
+            "model": model,
+            "data": data,
+            "split": split,
+            "fast_dtype": str(fast).removeprefix("torch."),
+            "fmt": shapes["fmt"],
+            "normalize": shapes["normalize"],
+        },
+        "expected_scores": scores,
+    }
+    if json_out:
+        write_json(out, json_out)
+    if show:
+        print(format_precision_gap(out))
+    return out
+
+
+def format_precision_gap(result: dict[str, Any]) -> str:
+    mean, worst = result["mean_abs_difference"], result["max_abs_difference"]
+    if mean is None:
+        return f"{PRECISION_LINE}: n/a (no item scored by both)"
+    return (
+        f"{PRECISION_LINE}: {mean:.4f}\n"
+        f"largest: {worst:.4f} over {result['n_compared']} items "
+        f"({result['config']['fast_dtype']} vs float32, score-only RAIL)"
+    )

@@ -59,6 +59,10 @@ def bench_text(data: dict[str, Any]) -> str:
         from realjudge.bench.cpu import format_cpu_bench
 
         return format_cpu_bench(data)
+    if kind == "precision":
+        from realjudge.bench.cpu import format_precision_gap
+
+        return format_precision_gap(data)
     if kind == "sweep":
         from realjudge.bench.sweep import format_sweep
 
