@@ -41,8 +41,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--dtype",
         default=None,
         choices=["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"],
-        help="weights' dtype (default: auto = bf16 on GPUs that support it and on CPUs with "
-        "native bf16 (x86 avx512_bf16/amx_bf16, aarch64 bf16), fp32 elsewhere)",
+        help="weights' dtype (default: auto = bf16 on GPUs that support it and on CPUs where "
+        "bf16 is fast (AMX, AMD avx512_bf16, aarch64 bf16), fp32 elsewhere)",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling/data/bootstrap seed (default: 0)")
 
@@ -382,7 +382,7 @@ def _add_bench_cpu(bench_sub: Any) -> None:
         dest="fast_dtype",
         default=None,
         choices=["auto", "float32", "fp32", "bfloat16", "bf16"],
-        help="the fast path's dtype (default: auto, bf16 on a CPU with native bf16, else fp32)",
+        help="the fast path's dtype (default: auto, as --dtype of eval: bf16 where fast, else fp32)",
     )
     cpu.add_argument(
         "--preset",
@@ -457,7 +457,7 @@ def _add_bench_precision(bench_sub: Any) -> None:
         dest="fast_dtype",
         default=None,
         choices=["auto", "float32", "fp32", "bfloat16", "bf16"],
-        help="the fast path's dtype (default: auto, bf16 on a CPU with native bf16, else fp32)",
+        help="the fast path's dtype (default: auto, as --dtype of eval: bf16 where fast, else fp32)",
     )
     pr.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
     pr.add_argument(

@@ -162,8 +162,8 @@ def pick_dtype(
     device: torch.device, dtype: str | None = None, *, cpu_bf16: bool | None = None
 ) -> torch.dtype:
     """The dtype to load weights in: ``dtype`` when given (not ``auto``); else bf16 on a GPU
-    that supports it and on a CPU with native bf16 arithmetic (``cpu_bf16``, default
-    :func:`native_cpu_bf16`), fp32 elsewhere (emulated bf16 matmuls are slower than fp32)."""
+    that supports it and on a CPU where bf16 is fast (``cpu_bf16``, default
+    :func:`native_cpu_bf16`), fp32 elsewhere (where bf16 matmuls are slower than fp32)."""
     if dtype and dtype != "auto":
         try:
             return DTYPES[dtype]
@@ -180,7 +180,7 @@ def pick_dtype(
 
 def pick_mixed_precision(on_gpu: bool, *, cpu_bf16: bool | None = None) -> str:
     """accelerate's ``mixed_precision`` for ``auto``: bf16 autocast (fp32 master weights) on a
-    GPU with bf16 (``on_gpu``: the run uses one) and on a CPU with native bf16 (``cpu_bf16``,
+    GPU with bf16 (``on_gpu``: the run uses one) and on a CPU where bf16 is fast (``cpu_bf16``,
     default :func:`native_cpu_bf16`), else ``no``."""
     if on_gpu:
         return "bf16" if torch.cuda.is_bf16_supported() else "no"

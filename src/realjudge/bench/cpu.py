@@ -1,7 +1,7 @@
 """The CPU fast path against fp32, side by side in one process (``realjudge bench cpu``).
 
 The fast path is what ``auto`` precision picks on this machine (:func:`realjudge.models.
-pick_dtype`: bf16 on a CPU with native bf16, else fp32) plus the G samples of a prompt
+pick_dtype`: bf16 on a CPU where it is fast, else fp32) plus the G samples of a prompt
 sharing one prefill (:func:`realjudge.inference.rollout.shared_prefill`). Four figures, at the
 shapes of a ``cpu-embedded`` RL step (REAL: ``batch_size`` prompts x ``num_generations``
 rollouts of up to ``max_new_tokens`` tokens) and of a CoT evaluation:
