@@ -41,7 +41,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--dtype",
         default=None,
         choices=["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"],
-        help="default: bf16 on GPUs that support it, fp32 on CPU",
+        help="weights' dtype (default: auto = bf16 on GPUs that support it and on CPUs where "
+        "bf16 is fast (AMX, AMD avx512_bf16, aarch64 bf16), fp32 elsewhere)",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling/data/bootstrap seed (default: 0)")
 
@@ -335,6 +336,8 @@ def _add_bench(sub: Any) -> None:
     )
     ts.set_defaults(handler=_run_bench_train_step)
     _add_bench_sweep(bench_sub)
+    _add_bench_cpu(bench_sub)
+    _add_bench_precision(bench_sub)
 
 
 def _add_step_bench_args(p: argparse.ArgumentParser, repeats: int) -> None:
@@ -377,7 +380,8 @@ def _add_bench_json_arg(p: argparse.ArgumentParser) -> None:
 
 def _step_bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`_add_step_bench_args`'s arguments, as
-    :func:`realjudge.bench.bench_train_step` and :func:`realjudge.bench_sweep.bench_sweep`
+    :func:`realjudge.bench.train_step.bench_train_step` and
+    :func:`realjudge.bench.sweep.bench_sweep`
     take them."""
     return dict(
         model=args.model,
@@ -436,6 +440,128 @@ def _add_bench_sweep(bench_sub: Any) -> None:
     sw.set_defaults(handler=_run_bench_sweep)
 
 
+def _add_bench_cpu(bench_sub: Any) -> None:
+    from realjudge.train.config import PRESETS
+
+    cpu = bench_sub.add_parser(
+        "cpu",
+        help="the CPU fast path (bf16 where native, shared prefill) against fp32: rollout, "
+        "train and eval speedups and the decode step's fraction of the bandwidth bound",
+        description="At the shapes of one RL step of --preset and of a CoT evaluation, time "
+        "fp32 and the fast path side by side in one process and print four lines: rollout, "
+        "train and eval speedups (fast/fp32) and the decode fraction of bandwidth bound.",
+    )
+    cpu.add_argument(
+        "--model",
+        default="embedded",
+        help="'embedded', 'tiny' or a checkpoint directory (default: embedded)",
+    )
+    cpu.add_argument("--data", default="embedded", help="data spec (default: embedded)")
+    cpu.add_argument(
+        "--dtype",
+        dest="fast_dtype",
+        default=None,
+        choices=["auto", "float32", "fp32", "bfloat16", "bf16"],
+        help="the fast path's dtype (default: auto, as --dtype of eval: bf16 where fast, else fp32)",
+    )
+    cpu.add_argument(
+        "--preset",
+        default="cpu-embedded",
+        choices=sorted(PRESETS),
+        help="the training preset (of 'realjudge train') whose REAL step shapes are timed "
+        "(default: cpu-embedded)",
+    )
+    for flag, what in (
+        ("--prompts", "prompts per step"),
+        ("--group-size", "rollouts per prompt"),
+        ("--max-new-tokens", "rollout and CoT length limit"),
+    ):
+        cpu.add_argument(flag, type=int, default=None, help=f"{what} (default: the preset's)")
+    cpu.add_argument(
+        "--eval-items", type=int, default=16, help="test records for the eval figure (default 16)"
+    )
+    cpu.add_argument(
+        "--eval-batch-size", type=int, default=8, help="eval items per batch (default 8)"
+    )
+    cpu.add_argument(
+        "--repeats", type=int, default=2, help="rounds of the rollout and eval pairs (default 2)"
+    )
+    cpu.add_argument(
+        "--train-repeats", type=int, default=2, help="timed steps per precision (default 2)"
+    )
+    cpu.add_argument("--seed", type=int, default=0, help="sampling/data seed (default: 0)")
+    cpu.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    cpu.add_argument(
+        "--json", dest="json_out", default=None, metavar="OUT", help="write JSON (default: none)"
+    )
+    cpu.set_defaults(handler=_run_bench_cpu)
+
+
+def _run_bench_cpu(args: argparse.Namespace) -> int:
+    from realjudge.bench.cpu import bench_cpu
+
+    bench_cpu(
+        model=args.model,
+        data=args.data,
+        fast_dtype=args.fast_dtype,
+        preset=args.preset,
+        prompts=args.prompts,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        eval_items=args.eval_items,
+        eval_batch_size=args.eval_batch_size,
+        repeats=args.repeats,
+        train_repeats=args.train_repeats,
+        seed=args.seed,
+        threads=args.threads,
+        json_out=args.json_out,
+        show=True,
+    )
+    _stamp_bench_json(args, "cpu")
+    return 0
+
+
+def _add_bench_precision(bench_sub: Any) -> None:
+    pr = bench_sub.add_parser(
+        "precision",
+        help="how far the fast path's RAIL expected scores (score-only) move from fp32's",
+    )
+    pr.add_argument(
+        "--model", default="embedded", help="'embedded', 'tiny' or a checkpoint (default: embedded)"
+    )
+    pr.add_argument("--data", default="embedded", help="data spec (default: embedded)")
+    pr.add_argument("--split", default="test", help="split of --data (default: test)")
+    pr.add_argument("--n", type=int, default=None, help="records (default: all of the split)")
+    pr.add_argument(
+        "--dtype",
+        dest="fast_dtype",
+        default=None,
+        choices=["auto", "float32", "fp32", "bfloat16", "bf16"],
+        help="the fast path's dtype (default: auto, as --dtype of eval: bf16 where fast, else fp32)",
+    )
+    pr.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
+    pr.add_argument(
+        "--json", dest="json_out", default=None, metavar="OUT", help="write JSON (default: none)"
+    )
+    pr.set_defaults(handler=_run_bench_precision)
+
+
+def _run_bench_precision(args: argparse.Namespace) -> int:
+    from realjudge.bench.cpu import rail_precision_gap
+
+    rail_precision_gap(
+        model=args.model,
+        data=args.data,
+        split=args.split,
+        n=args.n,
+        fast_dtype=args.fast_dtype,
+        batch_size=args.batch_size,
+        json_out=args.json_out,
+    )
+    _stamp_bench_json(args, "precision")
+    return 0
+
+
 def _stamp_bench_json(args: argparse.Namespace, kind: str) -> None:
     """Record the command line and the bench kind in the ``--json`` file, so that
     ``realjudge report`` can name the command beside its numbers."""
@@ -491,7 +617,7 @@ def _run_bench_train_step(args: argparse.Namespace) -> int:
 
 
 def _run_bench_sweep(args: argparse.Namespace) -> int:
-    from realjudge.bench_sweep import bench_sweep
+    from realjudge.bench.sweep import bench_sweep
 
     bench_sweep(
         group_sizes=args.group_sizes,

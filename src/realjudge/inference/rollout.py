@@ -14,7 +14,10 @@ then the first of the two that exists.
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +100,71 @@ def finish_rollout(
     return Rollout(kept, len(ids), status, None, tokenizer.decode(kept))
 
 
+def generation_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows as ``generate`` derives them from the mask (pads: 0)."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 0)
+
+
+def shared_prefill(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int
+) -> Any:
+    """The KV cache of each row's prompt but its last token, computed once per row and then
+    repeated ``copies`` times (rows ``i * copies ... i * copies + copies - 1`` hold row ``i``).
+
+    Passed to ``generate`` as ``past_key_values`` with the rows repeated the same way, it lets
+    the ``G`` samples of a prompt share one prefill: ``generate`` runs only the last prompt
+    token and what follows. (The last token stays out of the cache because ``generate`` needs
+    at least one new input token to start from.)"""
+    out = model(
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=generation_position_ids(attention_mask)[:, :-1],
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = returned_cache(out)
+    if copies > 1:
+        cache.batch_repeat_interleave(copies)
+    return cache
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned (``cache``; ``past_key_values`` before
+    transformers 5.24)."""
+    cache = getattr(output, "cache", None)
+    return output.past_key_values if cache is None else cache
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name under which ``model`` takes a KV cache: ``cache`` (transformers >= 5.24) or
+    ``past_key_values``."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+_GENERATION_COPIES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def generation_copy(model: Any, dtype: torch.dtype) -> Any:
+    """``model`` in ``dtype`` for sampling, e.g. bf16 weights of a model trained with fp32
+    master weights: decoding reads every weight once per token, so half the bytes is close to
+    half the time on a CPU. The copy is kept (one per model, dropped with it) and its weights
+    refreshed from ``model`` on every call, so it always samples from the current policy."""
+    copy = _GENERATION_COPIES.get(model)
+    if copy is None:
+        copy = deepcopy(model).to(dtype)
+        copy.eval()
+        _GENERATION_COPIES[model] = copy
+        return copy
+    with torch.no_grad():
+        for dst, src in zip(copy.parameters(), model.parameters(), strict=True):
+            dst.copy_(src)
+        for dst, src in zip(copy.buffers(), model.buffers(), strict=True):
+            dst.copy_(src)
+    return copy
+
+
 @torch.no_grad()
 def sample(
     model: Any,
@@ -109,6 +177,8 @@ def sample(
     top_p: float = 1.0,
     greedy: bool = False,
     stop_strings: Sequence[str] | None = None,
+    dtype: torch.dtype | None = None,
+    share_prefill: bool = True,
 ) -> list[list[int]]:
     """Batched generation with the KV cache; returns ``len(prompt_ids) * num_samples``
     continuations, the samples of one prompt next to each other.
@@ -116,8 +186,22 @@ def sample(
     ``stop_strings`` (usually :attr:`ScoreVocab.stop_strings`, cue + score): a row stops as
     soon as its text ends with one of them -- nothing after the score is read, and a judge that
     was never trained to end its turn would otherwise write on to ``max_new_tokens``. Rows
-    that stop early are padded with the pad token."""
+    that stop early are padded with the pad token.
+
+    ``dtype``: sample from a copy of the weights in this dtype (:func:`generation_copy`) when
+    the model's own differ (CPU only; default: the model as it is). ``share_prefill``: with
+    ``num_samples > 1``, run each prompt through the model once and give its samples copies
+    of that KV cache (:func:`shared_prefill`) instead of repeating the prompt ``num_samples``
+    times before the prefill; the same distributions, a ``num_samples``-th of the prefill."""
     device = next(model.parameters()).device
+    is_module = isinstance(model, torch.nn.Module)
+    if (
+        dtype is not None
+        and is_module
+        and device.type == "cpu"
+        and next(model.parameters()).dtype != dtype
+    ):
+        model = generation_copy(model, dtype)
     pad = tokenizer.pad_token_id
     P = max(len(p) for p in prompt_ids)
     ids = torch.full((len(prompt_ids), P), pad, dtype=torch.long)
@@ -125,11 +209,8 @@ def sample(
     for i, p in enumerate(prompt_ids):
         ids[i, P - len(p) :] = torch.tensor(list(p))
         att[i, P - len(p) :] = 1
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=max_new_tokens,
-        pad_token_id=pad,
-        num_return_sequences=num_samples,
-    )
+    ids, att = ids.to(device), att.to(device)
+    kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=pad)
     if greedy:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:
@@ -138,6 +219,14 @@ def sample(
         kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
     was_training = model.training
     model.eval()
-    out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), **kwargs)
-    model.train(was_training)
+    try:
+        if share_prefill and num_samples > 1 and P > 1 and is_module:
+            kwargs[cache_kwarg(model)] = shared_prefill(model, ids, att, num_samples)
+            ids = ids.repeat_interleave(num_samples, dim=0)
+            att = att.repeat_interleave(num_samples, dim=0)
+        else:
+            kwargs["num_return_sequences"] = num_samples
+        out = model.generate(input_ids=ids, attention_mask=att, **kwargs)
+    finally:
+        model.train(was_training)
     return [row.tolist() for row in out[:, P:].cpu()]

@@ -61,8 +61,16 @@ def bench_text(data: dict[str, Any]) -> str:
             for m, r in data["results"].items()
         ]
         return "\n".join(rows + train_step_ratio_lines(data))
+    if kind == "cpu":
+        from realjudge.bench.cpu import format_cpu_bench
+
+        return format_cpu_bench(data)
+    if kind == "precision":
+        from realjudge.bench.cpu import format_precision_gap
+
+        return format_precision_gap(data)
     if kind == "sweep":
-        from realjudge.bench_sweep import format_sweep
+        from realjudge.bench.sweep import format_sweep
 
         return format_sweep(data)
     return data.get("markdown") or json.dumps(data, indent=2)[:4000]

@@ -112,7 +112,8 @@ class TrainConfig:
         device: ``auto``, ``cpu`` or ``cuda`` (``accelerate launch`` decides placement).
         dtype: dtype the weights are kept in (``float32`` is the safe master-weight dtype;
             compute precision is ``mixed_precision``).
-        mixed_precision: ``auto`` (bf16 autocast on a GPU that supports it, else none, unless
+        mixed_precision: ``auto`` (bf16 autocast on a GPU that supports it and on a CPU where
+            bf16 is fast, see :func:`realjudge.models.pick_mixed_precision`; else none; unless
             ``accelerate launch`` sets it), ``no``, ``bf16`` or ``fp16``.
         gradient_checkpointing: trade compute for activation memory.
         digest_params: at the end, record a SHA-256 of every process's weights in

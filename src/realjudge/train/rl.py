@@ -55,6 +55,7 @@ from realjudge.methods import (
     real_advantages,
     real_loss,
 )
+from realjudge.models import generation_dtype
 from realjudge.train.examples import Example, chunks, derive_seed
 from realjudge.train.objectives import (
     Context,
@@ -149,6 +150,7 @@ def sample_groups(
                 top_p=top_p,
                 greedy=greedy,
                 stop_strings=ctx.vocab.stop_strings,
+                dtype=generation_dtype(acc.mixed_precision, acc.device),
             )
             generated += sum(_generated_length(o, stops | {ctx.pad_id}) for o in outs)
             for j, rec in enumerate(part):

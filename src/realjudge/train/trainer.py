@@ -129,12 +129,12 @@ def make_objective(cfg: TrainConfig) -> Any:
 def make_accelerator(cfg: TrainConfig) -> Any:
     from accelerate import Accelerator
 
+    from realjudge.models import pick_mixed_precision
+
     mp = cfg.mixed_precision
     if mp == "auto":
         on_gpu = cfg.device != "cpu" and torch.cuda.is_available()
-        mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or (
-            "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
-        )
+        mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or pick_mixed_precision(on_gpu)
     return Accelerator(
         cpu=cfg.device == "cpu",
         mixed_precision=mp,

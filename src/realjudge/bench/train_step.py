@@ -1,19 +1,13 @@
-"""Benchmarks: inference throughput of the ways to read a judge's score.
-
-:func:`bench_inference` times, in one process on the same model and the same records,
-score-only RAIL (one forward pass per item), CoT + RAIL and CoT + decode (generation, then one
-scoring forward pass), and reports examples/s and their ratios. CoT + RAIL and CoT + decode do
-the same work (the distribution comes from the scoring pass either way), so their ratio shows
-what reading the distribution costs on top of decoding: nothing but noise.
+"""Training step: REAL vs GRPO, through the trainer's own code.
 
 :func:`bench_train_step` runs REAL and GRPO training steps side by side on the same model,
-prompts and rollouts, through the trainer's own code, and reports the REAL/GRPO ratios of step
-time and peak memory (REAL should cost what GRPO costs: one forward pass gives both the CoT
-log-probs and the score distribution). Its machinery -- :func:`train_step_harness` (model,
-optimiser and accelerator as the trainer builds them, snapshot/restore of the starting point,
-interleaved measured rounds) and the summaries :func:`summarize_step_runs` /
-:func:`step_ratios` -- is shared with :func:`realjudge.bench_sweep.bench_sweep`, which measures
-how both steps grow with group size, prompt length and response length.
+prompts and rollouts, and reports the REAL/GRPO ratios of step time and peak memory (REAL
+should cost what GRPO costs: one forward pass gives both the CoT log-probs and the score
+distribution). Its machinery -- :func:`train_step_harness` (model, optimiser and accelerator
+as the trainer builds them, snapshot/restore of the starting point, interleaved measured
+rounds) and the summaries :func:`summarize_step_runs` / :func:`step_ratios` -- is shared with
+:func:`realjudge.bench.sweep.bench_sweep`, which measures how both steps grow with group size,
+prompt length and response length.
 """
 
 from __future__ import annotations
@@ -24,254 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from realjudge.inference.judge import Judge, JudgeConfig
-
-INFERENCE_VARIANTS: dict[str, dict[str, Any]] = {
-    "score_only_rail": dict(cot=False, mode="rail"),
-    "cot_rail": dict(cot=True, mode="rail"),
-    "cot_decode": dict(cot=True, mode="decode"),
-}
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - t0
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain aligned text table (floats with 3 significant decimals)."""
-
-    def cell(v: Any) -> str:
-        if v is None:
-            return "n/a"
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    table = [list(map(str, header))] + [[cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def bench_inference(
-    model: str = "embedded",
-    data: str = "embedded",
-    n: int = 16,
-    batch_size: int = 8,
-    max_new_tokens: int = 64,
-    *,
-    split: str | None = None,
-    fmt: str = "result",
-    max_prompt_tokens: int | None = 2048,
-    device: str | None = None,
-    dtype: str | None = None,
-    seed: int = 0,
-    warmup: bool = True,
-    show: bool = True,
-) -> dict[str, Any]:
-    """Examples/s of score-only RAIL, CoT + RAIL and CoT + decode on ``n`` records of ``data``.
-
-    All three run with the transformers backend on the same loaded model, the same records, one
-    CoT sample (greedy) of at most ``max_new_tokens`` tokens, ``batch_size`` items per batch.
-    Returns ``{"config", "results": {variant: {seconds, examples_per_s, n_errors,
-    forced_cue_rate, mean_feedback_tokens}}, "ratios"}``; prints a table when ``show``.
-    """
-    from realjudge.data.loaders import load_records
-    from realjudge.models import load_model
-
-    loaded = load_model(model, device=device, dtype=dtype, seed=seed)
-    records = load_records(data, split, limit=n, seed=seed).records[:n]
-    if not records:
-        raise ValueError(f"no records in {data!r}")
-    base = JudgeConfig(
-        fmt=fmt,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        max_prompt_tokens=max_prompt_tokens,
-        backend="transformers",
-        progress=False,
-        seed=seed,
-    )
-    tok = loaded.tokenizer
-    if warmup:  # first-call allocations and kernel choices stay out of the timings
-        Judge(loaded.model, tok, base).predict_all(records[:1])
-    results: dict[str, dict[str, Any]] = {}
-    for name, overrides in INFERENCE_VARIANTS.items():
-        judge = Judge(loaded.model, tok, replace(base, **overrides))
-        rows, seconds = _timed(lambda judge=judge: judge.predict_all(records))
-        ok = [r for r in rows if not str(r["status"]).startswith("error")]
-        feedback_tokens = [
-            len(tok.encode(r["feedback"], add_special_tokens=False))
-            for r in ok
-            if isinstance(r.get("feedback"), str)
-        ]
-        results[name] = {
-            "seconds": seconds,
-            "examples_per_s": len(records) / seconds if seconds > 0 else None,
-            "n_errors": len(rows) - len(ok),
-            "forced_cue_rate": (
-                sum(1 for r in ok if r["status"] == "forced_cue") / len(ok) if ok else None
-            ),
-            "mean_feedback_tokens": (
-                sum(feedback_tokens) / len(feedback_tokens) if feedback_tokens else None
-            ),
-        }
-
-    def ratio(a: str, b: str) -> float | None:
-        x, y = results[a]["examples_per_s"], results[b]["examples_per_s"]
-        return x / y if x and y else None
-
-    ratios = {
-        "cot_rail/score_only_rail": ratio("cot_rail", "score_only_rail"),
-        "cot_decode/score_only_rail": ratio("cot_decode", "score_only_rail"),
-        "cot_rail/cot_decode": ratio("cot_rail", "cot_decode"),
-    }
-    out = {
-        "config": {
-            "model": model,
-            "data": data,
-            "split": split,
-            "n": len(records),
-            "batch_size": batch_size,
-            "max_new_tokens": max_new_tokens,
-            "fmt": fmt,
-            "device": str(loaded.device),
-            "dtype": str(next(loaded.model.parameters()).dtype),
-        },
-        "results": results,
-        "ratios": ratios,
-    }
-    if show:
-        print(format_inference_bench(out))
-    return out
-
-
-def format_inference_bench(result: dict[str, Any]) -> str:
-    cfg = result["config"]
-    head = (
-        f"inference benchmark: {cfg['model']} on {cfg['data']}, n={cfg['n']}, "
-        f"batch {cfg['batch_size']}, max_new_tokens {cfg['max_new_tokens']}, "
-        f"{cfg['device']} {cfg['dtype']}"
-    )
-    rows = [
-        [
-            name,
-            r["examples_per_s"],
-            r["seconds"],
-            r["mean_feedback_tokens"],
-            r["forced_cue_rate"],
-            r["n_errors"],
-        ]
-        for name, r in result["results"].items()
-    ]
-    table = format_table(
-        ["variant", "examples/s", "seconds", "cot tokens", "forced cue", "errors"], rows
-    )
-    ratios = "\n".join(
-        f"  {k}: " + ("n/a" if v is None else f"{v:.3f}") for k, v in result["ratios"].items()
-    )
-    return f"{head}\n{table}\nthroughput ratios:\n{ratios}"
-
-
-# ---------------------------------------------------------------------------------------------
-# training step: REAL vs GRPO
-# ---------------------------------------------------------------------------------------------
-
-
-def _sync(device: Any) -> None:
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class _MemoryProbe:
-    """Peak memory of one block of work and its own footprint (peak minus what was in use
-    before it). CUDA: allocated bytes (``max_memory_allocated``). CPU on Linux: resident set
-    size, its high-water mark reset through ``/proc/self/clear_refs``. Elsewhere: ``None``."""
-
-    _STATUS = "/proc/self/status"
-
-    def __init__(self, device: Any) -> None:
-        import ctypes
-        import os
-
-        self.cuda = getattr(device, "type", str(device)) == "cuda"
-        self.device = device
-        self.proc = (
-            not self.cuda
-            and os.path.exists("/proc/self/clear_refs")
-            and os.path.exists(self._STATUS)
-        )
-        self._trim = None
-        if self.proc:
-            try:  # give freed heap memory back before each measurement (glibc only)
-                self._trim = ctypes.CDLL("libc.so.6").malloc_trim
-            except OSError:
-                self._trim = None
-        self.before: int | None = None
-
-    @property
-    def kind(self) -> str:
-        if self.cuda:
-            return "cuda max_memory_allocated"
-        return "peak RSS (VmHWM)" if self.proc else "n/a"
-
-    def _status_kb(self, key: str) -> int:
-        with open(self._STATUS) as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-        raise OSError(f"{key} missing from {self._STATUS}")
-
-    def start(self) -> None:
-        import gc
-
-        import torch
-
-        gc.collect()
-        if self.cuda:
-            _sync(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.before = torch.cuda.memory_allocated(self.device)
-        elif self.proc:
-            if self._trim is not None:
-                self._trim(0)
-            try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")  # reset the high-water mark to the current RSS
-                self.before = self._status_kb("VmRSS")
-            except OSError:
-                self.proc, self.before = False, None
-
-    def stop(self) -> tuple[int | None, int | None]:
-        """``(peak, peak - before)`` in bytes, or ``(None, None)``."""
-        import torch
-
-        if self.cuda:
-            _sync(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        elif self.proc and self.before is not None:
-            try:
-                peak = self._status_kb("VmHWM")
-            except OSError:
-                return None, None
-        else:
-            return None, None
-        return peak, peak - (self.before or 0)
-
-
-def _median(xs: Sequence[float | None]) -> float | None:
-    import statistics
-
-    vals = [x for x in xs if x is not None]
-    return statistics.median(vals) if vals else None
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
+from realjudge.bench.common import (
+    _fmt,
+    _median,
+    _MemoryProbe,
+    _mib,
+    _ratio,
+    _sync,
+    write_json,
+)
 
 METHODS = ("real", "grpo")
 
@@ -473,6 +228,13 @@ class TrainStepHarness:
         if not self.optimizer_kept:
             self.keep_optimizer_state()
 
+    def warm_up_method(self, m: str, setup: StepSetup, groups: Sequence[Any]) -> None:
+        """One unmeasured step of method ``m`` alone; keeps the optimiser state it made."""
+        self.restore()
+        self.update(m, setup, fresh_groups(groups))
+        if not self.optimizer_kept:
+            self.keep_optimizer_state()
+
     def measure(
         self, m: str, setup: StepSetup, groups: Sequence[Any], probe: _MemoryProbe
     ) -> dict[str, Any]:
@@ -544,10 +306,12 @@ def train_step_harness(
     learning_rate: float,
     seed: int,
     threads: int | None,
+    mixed_precision: str = "auto",
 ) -> Iterator[TrainStepHarness]:
     """A :class:`TrainStepHarness` for one step of ``prompts`` prompts x ``group_size``
     rollouts; torch runs on ``threads`` threads (default: unchanged) until the block ends, and
-    the accelerator is released then."""
+    the accelerator is released then. ``mixed_precision``: the config key (``auto``: as the
+    trainer picks it)."""
     import tempfile
     from pathlib import Path
 
@@ -576,6 +340,7 @@ def train_step_harness(
             ppo_epochs=1,
             temperature=temperature,
             top_p=top_p,
+            mixed_precision=mixed_precision,
         )
         acc = make_accelerator(_method_configs(shared, beta)["real"])
         threads_before = torch.get_num_threads()
@@ -777,23 +542,6 @@ def bench_train_step(
     if show:
         print_train_step_bench(out)
     return out
-
-
-def write_json(obj: Any, path: str) -> None:
-    """``obj`` as indented JSON at ``path`` (parent folders made)."""
-    import json
-    from pathlib import Path
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=2))
-
-
-def _mib(n: int | None) -> float | None:
-    return None if n is None else n / 2**20
-
-
-def _fmt(v: Any, spec: str = ".3f") -> str:
-    return "n/a" if v is None else format(v, spec)
 
 
 def train_step_ratio_lines(result: dict[str, Any]) -> list[str]:

@@ -5,7 +5,7 @@
 tokens -- and at every point measures one REAL and one GRPO training step: wall time, process
 CPU time and the step's peak memory footprint, with their REAL/GRPO ratios.
 
-The steps are the trainer's own (see :class:`realjudge.bench.TrainStepHarness`, shared with
+The steps are the trainer's own (see :class:`realjudge.bench.train_step.TrainStepHarness`, shared with
 ``realjudge bench train-step``): configs from :func:`realjudge.train.build_config`, the
 objectives :class:`~realjudge.train.rl.REALObjective` / :class:`~realjudge.train.rl.GRPOObjective`
 and :func:`realjudge.train.trainer.run_updates` (forward via ``judge_forward``, loss, backward,
@@ -27,7 +27,7 @@ groups that were trained on.
 Rollout generation is not timed: it costs REAL and GRPO the same (both sample ``G`` rollouts
 per prompt with the same weights and settings; REAL reads its score distribution from the
 update's own forward pass), and synthetic rollouts are what lets ``L`` be exact. Its cost, and
-the full-step ratio with it, is measured by :func:`realjudge.bench.bench_train_step`.
+the full-step ratio with it, is measured by :func:`realjudge.bench.train_step.bench_train_step`.
 """
 
 from __future__ import annotations
@@ -37,17 +37,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from realjudge.bench import (
+from realjudge.bench.common import _fmt, _MemoryProbe, format_table, write_json
+from realjudge.bench.train_step import (
     METHODS,
     StepSetup,
     TrainStepHarness,
-    _fmt,
-    _MemoryProbe,
-    format_table,
     step_ratios,
     summarize_step_runs,
     train_step_harness,
-    write_json,
 )
 from realjudge.data.records import JudgeRecord
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import realjudge.train.rl as rl
-from realjudge.bench_sweep import (
+from realjudge.bench.sweep import (
     TABLE_HEADER,
     SweepPoint,
     bench_sweep,
