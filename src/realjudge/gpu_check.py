@@ -124,8 +124,8 @@ class CheckSettings:
     tiny: bool = False
     device: str = "auto"
     dtype: str = "float32"
-    prompts: int = 8
-    group_size: int = 8
+    prompts: int = 4
+    group_size: int = 16  # the paper's group size; 64 rollout rows a step
     max_new_tokens: int = 256
     max_prompt_tokens: int = 512
     repeats: int = 3
@@ -595,10 +595,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="tiny shapes (2 layers, hidden 64) and a step of 2 prompts x 2 rollouts of 4 "
         "tokens, for CI on a CPU (default: off)",
     )
-    p.add_argument("--device", default=d.device, help=f"auto, cuda or cpu (default: {d.device})")
+    p.add_argument(
+        "--device",
+        default=d.device,
+        choices=("auto", "cuda", "cpu"),
+        help=f"where to run (default: {d.device}: cuda when there is one)",
+    )
     p.add_argument(
         "--dtype",
         default=d.dtype,
+        choices=("float32", "bfloat16"),
         help=f"weight dtype; compute is bf16 autocast on a GPU either way (default: {d.dtype}, "
         "as the recipes train)",
     )
