@@ -13,10 +13,11 @@ One step::
     -> objective.prepare: tokenise; RL: sample G rollouts per prompt (seeded by seed/step/rank)
     -> for each of objective.passes (RL: ppo_epochs):
          for each mini-batch (one optimiser update):
-           for each of grad_accum micro-batches: loss = objective.loss(...); backward
+           count its loss tokens / sequences, summed over the processes (the normaliser)
+           for each of grad_accum micro-batches: loss = objective.loss(..., normaliser); backward
            clip, step (skipped, and logged, when a loss or the gradient norm is not finite)
-    -> metrics averaged over processes -> log; periodic eval; periodic checkpoint (and one
-       after the last step)
+    -> metrics reduced over processes (METRIC_REDUCTIONS) -> log; periodic eval; periodic
+       checkpoint (and one after the last step)
 
 Because the data order and every random draw are derived from ``(seed, step)``, a run that is
 interrupted and resumed from a checkpoint ends with the same weights as one that was not --
@@ -388,7 +389,7 @@ def step_metrics(
     t0: float,
     t1: float,
 ) -> dict[str, float]:
-    """The step's metrics, averaged over the processes: the update's and the rollout's, the
+    """The step's metrics, reduced over the processes: the update's and the rollout's, the
     tokens trained on, the learning rate and the times (``t0``: step start, ``t1``: rollout
     done)."""
     t2 = time.perf_counter()
