@@ -160,8 +160,8 @@ def test_non_finite_loss_skips_the_update_and_goes_on(tmp_path, monkeypatch):
     real_loss = SFTObjective.loss
     calls = {"n": 0}
 
-    def flaky(self, ctx, model, rows):
-        loss, m = real_loss(self, ctx, model, rows)
+    def flaky(self, ctx, model, rows, norm=None):
+        loss, m = real_loss(self, ctx, model, rows, norm)
         calls["n"] += 1
         if calls["n"] == 2:
             loss = loss * float("nan")

@@ -20,6 +20,7 @@ from realjudge.methods.advantages import (
 )
 from realjudge.methods.losses import (
     Aggregation,
+    Normalizer,
     RealLossConfig,
     entropy_bonus,
     entropy_from_logits,
@@ -41,6 +42,7 @@ from realjudge.methods.losses import (
 __all__ = [
     "UNPARSABLE",
     "Aggregation",
+    "Normalizer",
     "RealLossConfig",
     "binary_reward",
     "clip_advantages",

@@ -13,10 +13,19 @@ Methods:
 * TRACT: :func:`tract_loss` -- CE on the CoT + ``lam * (y_hat(x, c*) - y)^2``.
 * GRPO / RLOO with the binary exact-match reward: :func:`grpo_loss`.
 * REAL: :func:`real_advantages` (once per rollout batch) and :func:`real_loss`.
+
+Every loss takes an optional :class:`Normalizer`. Without it, means are over the tensors
+passed in. With it, a micro-batch's loss is its sum over units (tokens, or sequences for
+sequence-level terms) divided by the normaliser's share of the **global** count of the
+optimiser update -- over all micro-batches and processes -- so that accelerate's division by
+``grad_accum`` and DDP's averaging over processes give exactly the gradient of the global
+mean, whatever the micro-batching and world size (as TRL's ``num_items_in_batch`` and verl's
+global token counts do).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,24 +48,71 @@ _AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
 
 # --------------------------------------------------------------------------------------------
+# Normalisation by the global count of an optimiser update
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Denominators of a loss computed in ``parts`` pieces whose gradients are averaged.
+
+    ``tokens`` / ``sequences``: the global count of loss tokens / sequences of one optimiser
+    update divided by ``parts`` = processes x micro-batches per process. A piece's loss is
+    ``sum over its units / share``; the mean of the pieces' losses (what accelerate's
+    ``1 / grad_accum`` and DDP's average over processes take) is then the global mean, and
+    so is the mean of the logged piece values. Build it with :meth:`for_update`.
+    """
+
+    tokens: float
+    sequences: float
+
+    @classmethod
+    def for_update(cls, tokens: float, sequences: float, parts: int) -> Normalizer:
+        """From the global counts of one update (all micro-batches, all processes) and the
+        number of pieces ``parts`` it is computed in. A zero count becomes 1 (its sums are 0)."""
+        if parts < 1:
+            raise ValueError(f"parts must be >= 1, got {parts}")
+        for name, v in (("tokens", tokens), ("sequences", sequences)):
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite count >= 0, got {v}")
+        return cls(max(float(tokens), 1.0) / parts, max(float(sequences), 1.0) / parts)
+
+
+def _seq_mean(values: torch.Tensor, normalizer: Normalizer | None) -> torch.Tensor:
+    """Mean of per-sequence ``values [N]``, or their sum over ``normalizer.sequences``."""
+    if normalizer is None:
+        return values.mean()
+    return values.sum() / normalizer.sequences
+
+
+# --------------------------------------------------------------------------------------------
 # Masked reductions and per-token quantities
 # --------------------------------------------------------------------------------------------
 
 
-def token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def token_mean(
+    values: torch.Tensor, mask: torch.Tensor, normalizer: Normalizer | None = None
+) -> torch.Tensor:
     """Mean of ``values [B, T]`` over the positions where ``mask [B, T]`` is 1 (scalar).
 
     Every unmasked token weighs the same, whatever its sequence's length. Returns 0 when the
     mask is empty. Masked positions may hold anything finite-or-not: they are selected away,
-    not multiplied, so a NaN/inf in padding does not leak in.
+    not multiplied, so a NaN/inf in padding does not leak in. With ``normalizer``, the sum is
+    divided by ``normalizer.tokens`` (the global token count's share) instead of the count here.
     """
     m = mask.to(torch.bool)
     zeros = torch.zeros((), dtype=values.dtype, device=values.device)
-    return torch.where(m, values, zeros).sum() / m.sum().clamp_min(1)
+    total = torch.where(m, values, zeros).sum()
+    if normalizer is not None:
+        return total / normalizer.tokens
+    return total / m.sum().clamp_min(1)
 
 
 def masked_aggregate(
-    values: torch.Tensor, mask: torch.Tensor, agg: Aggregation = "token-mean"
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    agg: Aggregation = "token-mean",
+    normalizer: Normalizer | None = None,
 ) -> torch.Tensor:
     """Reduce per-token ``values [N, T]`` under ``mask [N, T]`` to a scalar.
 
@@ -68,17 +124,20 @@ def masked_aggregate(
 
     With every sequence of the same length ``L`` (no padding), ``token-mean`` and
     ``seq-mean-token-mean`` both equal ``seq-mean-token-sum / L``.
+
+    ``normalizer``: divide by the global count's share instead of the local count -- its
+    ``tokens`` for ``token-mean``, its ``sequences`` for the ``seq-mean-*`` forms.
     """
     if agg not in _AGGREGATIONS:
         raise ValueError(f"unknown aggregation {agg!r}; expected one of {_AGGREGATIONS}")
     if agg == "token-mean":
-        return token_mean(values, mask)
+        return token_mean(values, mask, normalizer)
     m = mask.to(torch.bool)
     zeros = torch.zeros((), dtype=values.dtype, device=values.device)
     seq_sum = torch.where(m, values, zeros).sum(dim=-1)  # [N]
     if agg == "seq-mean-token-sum":
-        return seq_sum.mean()
-    return (seq_sum / m.sum(dim=-1).clamp_min(1)).mean()
+        return _seq_mean(seq_sum, normalizer)
+    return _seq_mean(seq_sum / m.sum(dim=-1).clamp_min(1), normalizer)
 
 
 def token_logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -128,21 +187,27 @@ def masked_ce(
 # --------------------------------------------------------------------------------------------
 
 
-def sft_loss(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def sft_loss(
+    token_logprobs: torch.Tensor, mask: torch.Tensor, normalizer: Normalizer | None = None
+) -> torch.Tensor:
     """SFT / Prometheus: token-mean negative log-likelihood.
 
     Args:
         token_logprobs: ``[B, T]`` log-probabilities of the target tokens (with grad).
         mask: ``[B, T]``, 1 on the feedback and score tokens (0 on prompt and padding).
+        normalizer: global token count's share (see :class:`Normalizer`); ``None``: local.
     """
-    return -token_mean(token_logprobs, mask)
+    return -token_mean(token_logprobs, mask, normalizer)
 
 
-def regression_loss(y_hat: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
-    """RAFT: mean squared error ``mean_b (y_hat_b - gold_b)^2``; ``[B], [B] -> scalar``."""
+def regression_loss(
+    y_hat: torch.Tensor, gold: torch.Tensor, normalizer: Normalizer | None = None
+) -> torch.Tensor:
+    """RAFT: mean squared error ``mean_b (y_hat_b - gold_b)^2``; ``[B], [B] -> scalar``
+    (with ``normalizer``: the sum over ``normalizer.sequences``)."""
     if y_hat.shape != gold.shape:
         raise ValueError(f"y_hat {tuple(y_hat.shape)} and gold {tuple(gold.shape)} differ")
-    return ((y_hat - gold.to(y_hat.dtype)) ** 2).mean()
+    return _seq_mean((y_hat - gold.to(y_hat.dtype)) ** 2, normalizer)
 
 
 def tract_loss(
@@ -151,6 +216,7 @@ def tract_loss(
     y_hat: torch.Tensor,
     gold: torch.Tensor,
     lam: float,
+    normalizer: Normalizer | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """TRACT (CoT-RAFT): ``CE(c*) + lam * (y_hat(x, c*) - y)^2``.
 
@@ -161,12 +227,13 @@ def tract_loss(
         y_hat: ``[B]`` RAIL prediction at the score position after ``c*`` (with grad).
         gold: ``[B]`` gold labels.
         lam: weight of the regression term.
+        normalizer: global counts' shares: tokens for the CE, sequences for the regression.
 
     Returns:
         ``(loss, {"ce", "regression", "loss"})`` with detached float parts.
     """
-    ce = sft_loss(cot_token_logprobs, cot_mask)
-    reg = regression_loss(y_hat, gold)
+    ce = sft_loss(cot_token_logprobs, cot_mask, normalizer)
+    reg = regression_loss(y_hat, gold, normalizer)
     loss = ce + lam * reg
     return loss, {"ce": ce.item(), "regression": reg.item(), "loss": loss.item()}
 
@@ -197,6 +264,7 @@ def policy_gradient_loss(
     old_logprobs: torch.Tensor | None = None,
     clip_eps: float | None = None,
     agg: Aggregation = "token-mean",
+    normalizer: Normalizer | None = None,
 ) -> torch.Tensor:
     """Policy-gradient surrogate over sampled tokens.
 
@@ -210,6 +278,7 @@ def policy_gradient_loss(
         clip_eps: with ``old_logprobs``, the PPO-clip form
             ``max(-A r, -A clip(r, 1 - eps, 1 + eps))``. Requires ``old_logprobs``.
         agg: reduction over tokens, see :func:`masked_aggregate`.
+        normalizer: global counts' shares, see :func:`masked_aggregate`.
 
     Returns:
         scalar loss.
@@ -229,7 +298,7 @@ def policy_gradient_loss(
         if clip_eps is not None:
             clipped = -adv * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
             per_token = torch.maximum(per_token, clipped)
-    return masked_aggregate(per_token, mask, agg)
+    return masked_aggregate(per_token, mask, agg, normalizer)
 
 
 def kl_penalty(
@@ -238,6 +307,7 @@ def kl_penalty(
     mask: torch.Tensor,
     kind: Literal["k1", "k2", "k3"] = "k3",
     agg: Aggregation = "token-mean",
+    normalizer: Normalizer | None = None,
 ) -> torch.Tensor:
     """Per-token estimate of KL(pi_theta || pi_ref) on sampled tokens, aggregated to a scalar.
 
@@ -255,17 +325,20 @@ def kl_penalty(
         per_token = torch.exp(d) - d - 1.0
     else:
         raise ValueError(f"unknown KL estimator {kind!r}")
-    return masked_aggregate(per_token, mask, agg)
+    return masked_aggregate(per_token, mask, agg, normalizer)
 
 
 def entropy_bonus(
-    entropies: torch.Tensor, mask: torch.Tensor, agg: Aggregation = "token-mean"
+    entropies: torch.Tensor,
+    mask: torch.Tensor,
+    agg: Aggregation = "token-mean",
+    normalizer: Normalizer | None = None,
 ) -> torch.Tensor:
     """Aggregated policy entropy from per-token entropies ``[N, T]`` (scalar, >= 0).
 
     A bonus: the loss **subtracts** ``entropy_coef * entropy_bonus(...)``.
     """
-    return masked_aggregate(entropies, mask, agg)
+    return masked_aggregate(entropies, mask, agg, normalizer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,6 +429,7 @@ def _regularisers(
     entropy_coef: float,
     ref_logprobs: torch.Tensor | None,
     entropies: torch.Tensor | None,
+    normalizer: Normalizer | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``kl_coef * KL - entropy_coef * H`` (each only when its coefficient is non-zero)."""
     total = torch.zeros((), dtype=token_logprobs.dtype, device=token_logprobs.device)
@@ -363,13 +437,15 @@ def _regularisers(
     if kl_coef != 0.0:
         if ref_logprobs is None:
             raise ValueError("kl_coef != 0 needs ref_logprobs")
-        kl = kl_penalty(token_logprobs, ref_logprobs, mask, kind=kl_kind, agg=agg)
+        kl = kl_penalty(
+            token_logprobs, ref_logprobs, mask, kind=kl_kind, agg=agg, normalizer=normalizer
+        )
         total = total + kl_coef * kl
         metrics["kl"] = kl.item()
     if entropy_coef != 0.0:
         if entropies is None:
             raise ValueError("entropy_coef != 0 needs entropies")
-        ent = entropy_bonus(entropies, mask, agg=agg)
+        ent = entropy_bonus(entropies, mask, agg=agg, normalizer=normalizer)
         total = total - entropy_coef * ent
         metrics["entropy"] = ent.item()
     return total, metrics
@@ -461,6 +537,7 @@ def real_loss(
     old_logprobs: torch.Tensor | None = None,
     ref_logprobs: torch.Tensor | None = None,
     entropies: torch.Tensor | None = None,
+    normalizer: Normalizer | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """REAL surrogate loss for ``N = B * G`` rollouts (``G`` per prompt, group-major).
 
@@ -500,6 +577,8 @@ def real_loss(
         old_logprobs: ``[N, T]`` sampling-policy log-probs, for the ratio/PPO-clip form.
         ref_logprobs: ``[N, T]`` reference-policy log-probs, needed if ``kl_coef != 0``.
         entropies: ``[N, T]`` per-token entropies (with grad), needed if ``entropy_coef != 0``.
+        normalizer: global counts' shares (:class:`Normalizer`): tokens or sequences for the
+            PG/KL/entropy terms per ``pg_agg``, sequences for the refinement term.
 
     Returns:
         ``(loss, metrics)``; metrics are detached Python floats. The reward metrics
@@ -531,7 +610,13 @@ def real_loss(
 
     # ---- (1) CoT exploration: policy gradient over the CoT tokens ----
     pg = policy_gradient_loss(
-        token_logprobs, adv, cot_mask, old_logprobs, cfg.clip_eps, agg=cfg.pg_agg
+        token_logprobs,
+        adv,
+        cot_mask,
+        old_logprobs,
+        cfg.clip_eps,
+        agg=cfg.pg_agg,
+        normalizer=normalizer,
     )
 
     # ---- (2) prediction refinement: gradient through the score distribution ----
@@ -543,7 +628,7 @@ def real_loss(
         refine_per = nll
     else:
         refine_per = sq + cfg.lambda_p * nll
-    refine = refine_per.mean()
+    refine = _seq_mean(refine_per, normalizer)
 
     loss = pg.to(torch.float32) + cfg.beta * refine
     reg_total, reg_metrics = _regularisers(
@@ -555,6 +640,7 @@ def real_loss(
         cfg.entropy_coef,
         ref_logprobs,
         entropies,
+        normalizer,
     )
     loss = loss + reg_total
 
@@ -595,6 +681,7 @@ def grpo_loss(
     ref_logprobs: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
     entropies: torch.Tensor | None = None,
+    normalizer: Normalizer | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Standard RL baseline: reward ``1[decoded == round(gold)]``, group-relative advantage.
 
@@ -610,6 +697,7 @@ def grpo_loss(
             ``"rloo"``: leave-one-out ``r - mean_{j != i} r_j`` (not std-normalised).
         agg, old_logprobs, clip_eps: see :func:`policy_gradient_loss`.
         kl_coef, kl_kind, ref_logprobs, entropy_coef, entropies: optional regularisers.
+        normalizer: global counts' shares, see :func:`masked_aggregate`.
 
     Returns:
         ``(loss, metrics)`` with detached float metrics.
@@ -627,9 +715,19 @@ def grpo_loss(
     else:
         raise ValueError(f"advantage must be 'grpo' or 'rloo', got {advantage!r}")
     adv = adv.to(token_logprobs.device)
-    pg = policy_gradient_loss(token_logprobs, adv, mask, old_logprobs, clip_eps, agg=agg)
+    pg = policy_gradient_loss(
+        token_logprobs, adv, mask, old_logprobs, clip_eps, agg=agg, normalizer=normalizer
+    )
     reg_total, reg_metrics = _regularisers(
-        token_logprobs, mask, agg, kl_coef, kl_kind, entropy_coef, ref_logprobs, entropies
+        token_logprobs,
+        mask,
+        agg,
+        kl_coef,
+        kl_kind,
+        entropy_coef,
+        ref_logprobs,
+        entropies,
+        normalizer,
     )
     loss = pg + reg_total
 

@@ -17,6 +17,7 @@ import torch
 
 from realjudge.data.records import JudgeRecord
 from realjudge.inference.batch import JudgeBatch, JudgeForward, judge_forward, make_batch
+from realjudge.methods import Normalizer
 from realjudge.scoring import rail
 from realjudge.scoring.vocab import ScoreVocab
 from realjudge.train.examples import Encoder, Example
@@ -54,7 +55,11 @@ class Context:
 
 
 class Objective(Protocol):
-    """One training method. ``passes``: how often the update loop runs over a step's items."""
+    """One training method. ``passes``: how often the update loop runs over a step's items.
+
+    ``units``: ``(loss tokens, sequences)`` of some items, summed by the update loop over a
+    mini-batch and all processes into the :class:`~realjudge.methods.Normalizer` that
+    ``loss`` divides by (``None``: means over the items given)."""
 
     passes: int
 
@@ -62,9 +67,17 @@ class Objective(Protocol):
         self, ctx: Context, model: Any, records: Sequence[JudgeRecord], step: int
     ) -> tuple[list[Any], dict[str, float]]: ...
 
+    def units(self, ctx: Context, items: Sequence[Any]) -> tuple[int, int]: ...
+
     def loss(
-        self, ctx: Context, model: Any, items: Sequence[Any]
+        self, ctx: Context, model: Any, items: Sequence[Any], norm: Normalizer | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+def unit_counts(rows: Sequence[Example]) -> tuple[int, int]:
+    """``(tokens, sequences)`` the losses of ``rows`` average over: the loss tokens (the
+    ``loss_len`` leading response tokens each row's ``response_mask`` covers) and the rows."""
+    return sum(r.loss_len for r in rows), len(rows)
 
 
 def forward_examples(

@@ -50,6 +50,7 @@ from realjudge.inference.rollout import (
 )
 from realjudge.methods import (
     UNPARSABLE,
+    Normalizer,
     RealLossConfig,
     grpo_loss,
     real_advantages,
@@ -65,6 +66,7 @@ from realjudge.train.objectives import (
     mean_metrics,
     read_scores,
     score_metrics,
+    unit_counts,
 )
 
 
@@ -208,6 +210,10 @@ class _RLObjective:
     def flat_rows(self, ctx: Context, groups: Sequence[PromptGroup]) -> list[Example]:
         return [row for g in groups for row in self.rows(ctx, g)]
 
+    def units(self, ctx: Context, groups: Sequence[PromptGroup]) -> tuple[int, int]:
+        """``(credited tokens, rollouts)`` of ``groups`` (the loss's denominators)."""
+        return unit_counts(self.flat_rows(ctx, groups))
+
     # -- step preparation ---------------------------------------------------------------------
 
     def prepare(self, ctx: Context, model: Any, indexed, step: int):
@@ -290,7 +296,13 @@ class GRPOObjective(_RLObjective):
             rows.append(Example(group.prompt_ids, resp, len(r.response_ids), n, group.gold))
         return rows
 
-    def loss(self, ctx: Context, model: Any, groups: Sequence[PromptGroup]):
+    def loss(
+        self,
+        ctx: Context,
+        model: Any,
+        groups: Sequence[PromptGroup],
+        norm: Normalizer | None = None,
+    ):
         cfg = ctx.cfg
         rows = self.flat_rows(ctx, groups)
         batch, fwd = forward_examples(ctx, model, rows, entropy=cfg.entropy_coef != 0)
@@ -321,6 +333,7 @@ class GRPOObjective(_RLObjective):
             ref_logprobs=ref,
             entropy_coef=cfg.entropy_coef,
             entropies=fwd.token_entropy,
+            normalizer=norm,
         )
         _, leaked, y_hat = read_scores(ctx, fwd.score_logits.detach())
         metrics.update({k: v for k, v in score_metrics(y_hat, leaked, gold).items()})
@@ -378,7 +391,13 @@ class REALObjective(_RLObjective):
         gold = gold_tensor(rows, probs.device)
         return self.fixed_advantages(ctx, groups, probs, gold)[1]
 
-    def loss(self, ctx: Context, model: Any, groups: Sequence[PromptGroup]):
+    def loss(
+        self,
+        ctx: Context,
+        model: Any,
+        groups: Sequence[PromptGroup],
+        norm: Normalizer | None = None,
+    ):
         cfg = ctx.cfg
         rows = self.flat_rows(ctx, groups)
         batch, fwd = forward_examples(ctx, model, rows, entropy=cfg.entropy_coef != 0)
@@ -398,6 +417,7 @@ class REALObjective(_RLObjective):
             old_logprobs=old,
             ref_logprobs=ref,
             entropies=fwd.token_entropy,
+            normalizer=norm,
         )
         metrics.update(adv_metrics)
         metrics["leaked_mass"] = leaked.detach().float().mean().item()

@@ -22,7 +22,7 @@ from accelerate.utils import gather_object
 
 from realjudge.data.records import JudgeRecord
 from realjudge.inference.rollout import OK, finish_rollout, sample, stop_token_ids
-from realjudge.methods import regression_loss, sft_loss, tract_loss
+from realjudge.methods import Normalizer, regression_loss, sft_loss, tract_loss
 from realjudge.train.examples import Example, chunks, derive_seed, shard
 from realjudge.train.objectives import (
     Context,
@@ -30,14 +30,22 @@ from realjudge.train.objectives import (
     gold_tensor,
     read_scores,
     score_metrics,
+    unit_counts,
 )
 
 Indexed = Sequence[tuple[int, JudgeRecord]]
 
 
-class SFTObjective:
+class _Supervised:
+    """Items are :class:`Example` rows; :meth:`units` counts them."""
+
     passes = 1
 
+    def units(self, ctx: Context, rows: Sequence[Example]) -> tuple[int, int]:
+        return unit_counts(rows)
+
+
+class SFTObjective(_Supervised):
     def prepare(self, ctx: Context, model: Any, indexed: Indexed, step: int):
         rows = []
         for _, rec in indexed:
@@ -45,37 +53,38 @@ class SFTObjective:
             rows.append(Example(ctx.encoder.prompt_ids(rec), ids, cue_end, len(ids), rec.gold))
         return rows, {}
 
-    def loss(self, ctx: Context, model: Any, rows: Sequence[Example]):
+    def loss(
+        self, ctx: Context, model: Any, rows: Sequence[Example], norm: Normalizer | None = None
+    ):
         batch, fwd = forward_examples(ctx, model, rows)
-        loss = sft_loss(fwd.token_logprobs, batch.response_mask)
+        loss = sft_loss(fwd.token_logprobs, batch.response_mask, norm)
         _, leaked, y_hat = read_scores(ctx, fwd.score_logits.detach())
         metrics = {"loss": loss.item(), "ce": loss.item()}
         metrics.update(score_metrics(y_hat, leaked, gold_tensor(rows, ctx.device)))
         return loss, metrics
 
 
-class RAFTObjective:
-    passes = 1
-
+class RAFTObjective(_Supervised):
     def prepare(self, ctx: Context, model: Any, indexed: Indexed, step: int):
         rows = [Example(ctx.encoder.score_prompt_ids(r), [], 0, 0, r.gold) for _, r in indexed]
         return rows, {}
 
-    def loss(self, ctx: Context, model: Any, rows: Sequence[Example]):
+    def loss(
+        self, ctx: Context, model: Any, rows: Sequence[Example], norm: Normalizer | None = None
+    ):
         _, fwd = forward_examples(ctx, model, rows)
         _, leaked, y_hat = read_scores(ctx, fwd.score_logits)
         gold = gold_tensor(rows, ctx.device)
-        loss = regression_loss(y_hat, gold)
+        loss = regression_loss(y_hat, gold, norm)
         metrics = {"loss": loss.item(), "regression": loss.item()}
         metrics.update(score_metrics(y_hat, leaked, gold))
         return loss, metrics
 
 
-class TRACTObjective:
+class TRACTObjective(_Supervised):
     """Stage 1: reference CoTs. Stage 2: CoTs regenerated once by the starting model
     (:meth:`setup`), for the records the run will visit, cached in the output dir."""
 
-    passes = 1
     CACHE = "tract_stage2_cots.jsonl"
 
     def __init__(self) -> None:
@@ -154,12 +163,14 @@ class TRACTObjective:
             rows.append(Example(ctx.encoder.prompt_ids(rec), cot, len(cot), len(cot), rec.gold))
         return rows, {}
 
-    def loss(self, ctx: Context, model: Any, rows: Sequence[Example]):
+    def loss(
+        self, ctx: Context, model: Any, rows: Sequence[Example], norm: Normalizer | None = None
+    ):
         batch, fwd = forward_examples(ctx, model, rows)
         _, leaked, y_hat = read_scores(ctx, fwd.score_logits)
         gold = gold_tensor(rows, ctx.device)
         loss, parts = tract_loss(
-            fwd.token_logprobs, batch.response_mask, y_hat, gold, ctx.cfg.tract_lambda
+            fwd.token_logprobs, batch.response_mask, y_hat, gold, ctx.cfg.tract_lambda, norm
         )
         metrics = dict(parts)
         metrics.update(score_metrics(y_hat, leaked, gold))

@@ -13,10 +13,11 @@ One step::
     -> objective.prepare: tokenise; RL: sample G rollouts per prompt (seeded by seed/step/rank)
     -> for each of objective.passes (RL: ppo_epochs):
          for each mini-batch (one optimiser update):
-           for each of grad_accum micro-batches: loss = objective.loss(...); backward
+           count its loss tokens / sequences, summed over the processes (the normaliser)
+           for each of grad_accum micro-batches: loss = objective.loss(..., normaliser); backward
            clip, step (skipped, and logged, when a loss or the gradient norm is not finite)
-    -> metrics averaged over processes -> log; periodic eval; periodic checkpoint (and one
-       after the last step)
+    -> metrics reduced over processes (METRIC_REDUCTIONS) -> log; periodic eval; periodic
+       checkpoint (and one after the last step)
 
 Because the data order and every random draw are derived from ``(seed, step)``, a run that is
 interrupted and resumed from a checkpoint ends with the same weights as one that was not --
@@ -35,7 +36,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ import torch
 
 from realjudge.data.loaders import load_records
 from realjudge.data.records import JudgeRecord
+from realjudge.methods import Normalizer
 from realjudge.scoring.vocab import ScoreVocab
 from realjudge.train.config import CONFIG_FILE, TrainConfig, load_saved_config
 from realjudge.train.evaluation import evaluate
@@ -386,7 +389,7 @@ def step_metrics(
     t0: float,
     t1: float,
 ) -> dict[str, float]:
-    """The step's metrics, averaged over the processes: the update's and the rollout's, the
+    """The step's metrics, reduced over the processes: the update's and the rollout's, the
     tokens trained on, the learning rate and the times (``t0``: step start, ``t1``: rollout
     done)."""
     t2 = time.perf_counter()
@@ -460,23 +463,36 @@ def run_updates(
 ) -> dict[str, float]:
     """``objective.passes`` passes over ``items``; one optimiser update per mini-batch of
     ``micro * grad_accum`` items. Returns loss metrics of the first pass, averaged, plus
-    update statistics."""
+    update statistics.
+
+    Each micro-batch's loss is normalised by the global count of its update
+    (:func:`update_normalizer`), so the update is the gradient of the mean over the whole
+    mini-batch whatever ``micro``, ``grad_accum`` and the number of processes. An update with
+    a non-finite loss (on any process) or gradient norm is skipped (:func:`decide_update`)."""
     cfg = ctx.cfg
     per_update = micro * cfg.grad_accum
+    engine_steps = engine_steps_in_backward(acc)
     first_pass: list[dict[str, float]] = []
     grad_norms: list[float] = []
-    skipped = 0
+    skipped = applied_nonfinite = 0
     last_losses: list[float] = []
     for p in range(objective.passes):
         for mini in chunks(items, per_update):
+            norm_by = update_normalizer(acc, objective.units(ctx, mini), cfg.grad_accum)
             poisoned = False
-            for part in chunks(mini, micro):
+            parts = chunks(mini, micro)
+            for i, part in enumerate(parts):
                 with acc.accumulate(model):
-                    loss, m = objective.loss(ctx, model, part)
+                    loss, m = objective.loss(ctx, model, part, norm_by)
                     if not all_finite(acc, loss):
                         poisoned = True
+                    if poisoned:
                         loss = zero_loss(model)
-                    acc.backward(loss)
+                    if engine_steps and poisoned and i == len(parts) - 1:
+                        with frozen_learning_rate(optimizer):  # the engine steps in backward
+                            acc.backward(loss)
+                    else:
+                        acc.backward(loss)
                 if p == 0:
                     first_pass.append(m)
                 if p == objective.passes - 1:
@@ -486,21 +502,106 @@ def run_updates(
             norm = grad_norm(acc, model, cfg.max_grad_norm)
             if norm is not None:
                 grad_norms.append(norm)
-            if poisoned or (norm is not None and not math.isfinite(norm)):
+            action = decide_update(
+                poisoned=poisoned,
+                norm=norm,
+                engine_steps_in_backward=engine_steps,
+                has_scaler=getattr(acc, "scaler", None) is not None,
+            )
+            if action == STEP:
+                optimizer.step()  # DeepSpeed: a no-op, the engine stepped in backward
+                if getattr(optimizer, "step_was_skipped", False):  # fp16 / DeepSpeed overflow
+                    action = SKIPPED_BY_OPTIMIZER
+                else:
+                    scheduler.step()
+                    if norm is not None and not math.isfinite(norm):  # DeepSpeed without fp16
+                        applied_nonfinite += 1
+                        acc.print("warning: the engine applied an update with a non-finite norm")
+            elif action == SKIP_UPDATE_SCALER:
+                acc.scaler.update()  # clears the scaler's unscale_ record; backs off on inf
+            if action != STEP:
                 skipped += 1
-                acc.print(f"skipping an update: non-finite {'loss' if poisoned else 'gradient'}")
-            else:
-                optimizer.step()
-                scheduler.step()
+                why = "loss" if poisoned else "gradient"
+                acc.print(f"skipping an update: non-finite {why} ({action})")
             optimizer.zero_grad(set_to_none=True)
     metrics = mean_metrics(first_pass)
     metrics["updates/skipped_nonfinite"] = float(skipped)
+    if engine_steps:
+        metrics["updates/applied_nonfinite"] = float(applied_nonfinite)
     if grad_norms:
         finite = [g for g in grad_norms if math.isfinite(g)]
         metrics["grad_norm"] = sum(finite) / len(finite) if finite else float("nan")
     if objective.passes > 1 and last_losses:
         metrics["loss/last_pass"] = sum(last_losses) / len(last_losses)
     return metrics
+
+
+#: What :func:`decide_update` returns (and why an update was skipped, in the log).
+STEP = "step"
+SKIP = "skip"
+SKIP_UPDATE_SCALER = "skip, GradScaler updated"
+SKIPPED_BY_OPTIMIZER = "skipped by the optimizer's overflow check"
+SKIPPED_FROZEN_LR = "engine stepped with learning rate 0"
+
+
+def decide_update(
+    *,
+    poisoned: bool,
+    norm: float | None,
+    engine_steps_in_backward: bool,
+    has_scaler: bool,
+) -> str:
+    """What to do once an update's gradients are accumulated (all processes agree: the loss
+    check is collective and the norm is global).
+
+    * Plain / DDP / FSDP: :data:`STEP`, or :data:`SKIP` on a non-finite loss or norm; with an
+      fp16 GradScaler :data:`SKIP_UPDATE_SCALER`: ``unscale_`` has run (clipping / the norm),
+      so the scaler must ``update()`` before the next one, which also backs off its scale when
+      it found an inf.
+    * DeepSpeed (``engine_steps_in_backward``): the engine steps inside the last micro-batch's
+      ``backward``, so nothing can be skipped afterwards. A non-finite loss is known before that
+      backward: the loop then backwards zero losses and freezes the learning rate at 0 for the
+      engine's step (:func:`frozen_learning_rate`) -> :data:`SKIPPED_FROZEN_LR`. A non-finite
+      gradient is left to DeepSpeed's own overflow skip (fp16), which the loop reads from
+      ``optimizer.step_was_skipped`` after :data:`STEP`.
+    """
+    if engine_steps_in_backward:
+        return SKIPPED_FROZEN_LR if poisoned else STEP
+    if poisoned or (norm is not None and not math.isfinite(norm)):
+        return SKIP_UPDATE_SCALER if has_scaler else SKIP
+    return STEP
+
+
+def engine_steps_in_backward(acc: Any) -> bool:
+    """Whether ``acc.backward`` steps the optimiser itself at the accumulation boundary
+    (DeepSpeed: accelerate's ``DeepSpeedEngineWrapper.backward`` calls ``engine.step()``)."""
+    return getattr(acc.distributed_type, "name", str(acc.distributed_type)) == "DEEPSPEED"
+
+
+@contextmanager
+def frozen_learning_rate(optimizer: Any) -> Iterator[None]:
+    """Every parameter group's learning rate at 0 for the duration (restored after): an AdamW
+    step then leaves the weights as they are (decoupled weight decay scales by ``1 - lr *
+    wd``)."""
+    saved = [g["lr"] for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        g["lr"] = 0.0
+    try:
+        yield
+    finally:
+        for g, lr in zip(optimizer.param_groups, saved, strict=True):
+            g["lr"] = lr
+
+
+def update_normalizer(acc: Any, units: tuple[int, int], grad_accum: int) -> Normalizer:
+    """The :class:`~realjudge.methods.Normalizer` of one optimiser update: this process's
+    ``(tokens, sequences)`` of the update's mini-batch summed over the processes, shared out
+    over processes x ``grad_accum`` micro-batches (collective)."""
+    local = torch.tensor([float(units[0]), float(units[1])], device=acc.device)
+    total = acc.reduce(local, reduction="sum") if acc.num_processes > 1 else local
+    return Normalizer.for_update(
+        float(total[0].item()), float(total[1].item()), acc.num_processes * grad_accum
+    )
 
 
 def item_tokens(item: Any) -> int:
@@ -528,9 +629,14 @@ def zero_loss(model: Any) -> torch.Tensor:
 
 
 def grad_norm(acc: Any, model: Any, max_norm: float) -> float | None:
+    """The global gradient norm, clipped to ``max_norm`` when that is > 0; with an fp16
+    GradScaler the gradients are unscaled first (also without clipping), which records the
+    scaler's inf check for its ``step`` / ``update``."""
     if max_norm and max_norm > 0:
         norm = acc.clip_grad_norm_(model.parameters(), max_norm)
     else:
+        if getattr(acc, "scaler", None) is not None:
+            acc.unscale_gradients()
         grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
         norm = torch.stack(grads).norm() if grads else None
     if norm is None:
@@ -538,17 +644,49 @@ def grad_norm(acc: Any, model: Any, max_norm: float) -> float | None:
     return float(norm.item() if isinstance(norm, torch.Tensor) else norm)
 
 
+#: How a step metric is reduced over the processes: the first pattern (fnmatch) that matches a
+#: key decides; other keys are averaged (every process holds an equal share of the batch).
+#: Updates are skipped by all processes together, so a skip count is the same everywhere.
+METRIC_REDUCTIONS: tuple[tuple[str, str], ...] = (
+    ("updates/*", "max"),
+    ("*_max", "max"),
+    ("*/max", "max"),
+    ("*_min", "min"),
+    ("*/min", "min"),
+    ("*_count", "sum"),
+    ("*/tokens", "sum"),
+    ("time/*", "max"),
+)
+_REDUCERS = {
+    "max": max,
+    "min": min,
+    "sum": sum,
+    "mean": lambda v: sum(v) / len(v),
+}
+
+
+def reduction_of(key: str) -> str:
+    """``"max" | "min" | "sum" | "mean"``: how ``key`` is reduced (:data:`METRIC_REDUCTIONS`)."""
+    from fnmatch import fnmatchcase
+
+    return next((how for pat, how in METRIC_REDUCTIONS if fnmatchcase(key, pat)), "mean")
+
+
+def reduce_metrics(per_process: Sequence[dict[str, float]]) -> dict[str, float]:
+    """One dict of metrics from each process's: each key reduced by :func:`reduction_of` over
+    the processes that have it."""
+    values: dict[str, list[float]] = {}
+    for d in per_process:
+        for k, v in d.items():
+            values.setdefault(k, []).append(float(v))
+    return {k: float(_REDUCERS[reduction_of(k)](v)) for k, v in values.items()}
+
+
 def mean_over_processes(metrics: dict[str, float]) -> dict[str, float]:
-    """Average each metric over the processes (every process holds an equal share); counts
-    (``*_count``) are summed."""
+    """The step's metrics reduced over the processes (:func:`reduce_metrics`; collective)."""
     from accelerate.utils import gather_object
 
-    every = gather_object([metrics])
-    out = mean_metrics(every)
-    for k in out:
-        if k.endswith("_count") or k == "updates/skipped_nonfinite":
-            out[k] = sum(float(d.get(k, 0.0)) for d in every)
-    return out
+    return reduce_metrics(gather_object([metrics]))
 
 
 # ---------------------------------------------------------------------------------------------
