@@ -38,6 +38,10 @@ class Rollout:
     sampled_score: int | None  # the score token the model wrote after the cue, if any
     feedback: str  # decoded response_ids
     parsed_score: int | None = None  # the score the parser read in written_text, if set
+    # the generation pass's raw logits right after the cue: ``[K + 1]``, the score tokens' and
+    # the vocabulary's log-normaliser (:func:`compact_logits`); set by callers that asked
+    # ``sample`` for them, only where the model itself wrote the canonical cue (status ok)
+    cue_logits: torch.Tensor | None = None
 
     @property
     def written_score(self) -> int | None:
@@ -165,6 +169,89 @@ def generation_copy(model: Any, dtype: torch.dtype) -> Any:
     return copy
 
 
+def compact_logits(logits: torch.Tensor, score_ids: torch.Tensor) -> torch.Tensor:
+    """``[..., V]`` next-token logits -> ``[..., K + 1]`` (fp32): the logits of the ``K`` score
+    tokens, then the log-normaliser ``logsumexp`` over the whole vocabulary -- all that the
+    score distribution and its leaked mass need (:func:`compact_score_distribution`)."""
+    logits = logits.float()
+    picked = logits.index_select(-1, score_ids.to(logits.device))
+    return torch.cat([picked, torch.logsumexp(logits, dim=-1, keepdim=True)], dim=-1)
+
+
+def compact_score_distribution(
+    compact: torch.Tensor, normalize: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probs [..., K], leaked [...])`` from :func:`compact_logits`; the same values as
+    :func:`realjudge.scoring.rail.score_distribution` of the full logits."""
+    score_logits, log_z = compact[..., :-1].float(), compact[..., -1].float()
+    leaked = -torch.expm1(torch.logsumexp(score_logits, dim=-1) - log_z)
+    if normalize:
+        probs = torch.softmax(score_logits, dim=-1)
+    else:
+        probs = torch.exp(score_logits - log_z.unsqueeze(-1))
+    return probs, leaked
+
+
+class CueLogitsRecorder:
+    """Records, at every generation step, the raw next-token logits of the score tokens and the
+    vocabulary's log-normaliser (:func:`compact_logits`), for every row.
+
+    Passed to :func:`sample`, it runs as a ``transformers`` logits processor: ``generate``
+    hands the custom processors its raw logits (the same tensor ``output_logits=True``
+    returns, fp32) before temperature and top-p, which run after them -- unless the model's
+    generation config turns on a processor that ``generate`` puts first (repetition penalty,
+    banned words, ...; :func:`raw_logits_reach_custom_processors`), in which case ``sample``
+    leaves the recorder off and :meth:`result` is ``None``. Keeping ``K + 1`` numbers a step
+    instead of the vocabulary is what makes this affordable for long rollouts."""
+
+    def __init__(self, score_ids: Sequence[int] | torch.Tensor) -> None:
+        self.score_ids = torch.as_tensor(score_ids, dtype=torch.long)
+        self.steps: list[torch.Tensor] = []
+        self.active = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps.append(compact_logits(scores, self.score_ids))
+        return scores
+
+    def result(self) -> torch.Tensor | None:
+        """``[rows, steps, K + 1]`` on the CPU (step ``j`` is the distribution of generated
+        token ``j``), or ``None`` when nothing was recorded."""
+        if not self.active or not self.steps:
+            return None
+        return torch.stack(self.steps, dim=1).cpu()
+
+
+# generation-config settings under which ``generate`` runs processors before the custom ones
+_EARLY_PROCESSORS = (
+    ("repetition_penalty", 1.0),
+    ("encoder_repetition_penalty", 1.0),
+    ("no_repeat_ngram_size", 0),
+    ("encoder_no_repeat_ngram_size", 0),
+    ("bad_words_ids", None),
+    ("sequence_bias", None),
+    ("min_length", 0),
+    ("min_new_tokens", None),
+    ("forced_bos_token_id", None),
+    ("forced_eos_token_id", None),
+    ("exponential_decay_length_penalty", None),
+    ("suppress_tokens", None),
+    ("begin_suppress_tokens", None),
+    ("guidance_scale", 1.0),
+)
+
+
+def raw_logits_reach_custom_processors(generation_config: Any) -> bool:
+    """Whether ``generate`` passes its raw logits to the custom logits processors: no
+    processor that it places before them is switched on in ``generation_config``."""
+    if generation_config is None:
+        return True
+    for name, neutral in _EARLY_PROCESSORS:
+        value = getattr(generation_config, name, None)
+        if value is not None and value != neutral and value != 0 and value != []:
+            return False
+    return True
+
+
 @torch.no_grad()
 def sample(
     model: Any,
@@ -179,6 +266,7 @@ def sample(
     stop_strings: Sequence[str] | None = None,
     dtype: torch.dtype | None = None,
     share_prefill: bool = True,
+    recorder: CueLogitsRecorder | None = None,
 ) -> list[list[int]]:
     """Batched generation with the KV cache; returns ``len(prompt_ids) * num_samples``
     continuations, the samples of one prompt next to each other.
@@ -192,7 +280,12 @@ def sample(
     the model's own differ (CPU only; default: the model as it is). ``share_prefill``: with
     ``num_samples > 1``, run each prompt through the model once and give its samples copies
     of that KV cache (:func:`shared_prefill`) instead of repeating the prompt ``num_samples``
-    times before the prefill; the same distributions, a ``num_samples``-th of the prefill."""
+    times before the prefill; the same distributions, a ``num_samples``-th of the prefill.
+
+    ``recorder``: also record each step's raw score-token logits (:class:`CueLogitsRecorder`;
+    its ``result()`` after the call, rows as returned). They come from the model that
+    generates, in its precision: the ``dtype`` copy when one is used (e.g. bf16 on a CPU),
+    else the model as called (under accelerate's autocast in a mixed-precision run)."""
     device = next(model.parameters()).device
     is_module = isinstance(model, torch.nn.Module)
     if (
@@ -217,6 +310,15 @@ def sample(
         kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     if stop_strings:
         kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    if recorder is not None:
+        recorder.steps.clear()
+        recorder.active = raw_logits_reach_custom_processors(
+            getattr(model, "generation_config", None)
+        )
+        if recorder.active:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([recorder])
     was_training = model.training
     model.eval()
     try:

@@ -7,12 +7,16 @@ Per micro-batch, ONE :func:`~realjudge.inference.batch.judge_forward` over promp
 gives the CoT token log-probs and the logits at the score position:
 
 * REAL: score distribution -> :func:`realjudge.methods.real_loss` (CoT exploration with LOO
-  advantages of the regression and probability rewards + the refinement term). The advantages
-  are fixed per rollout: :func:`realjudge.methods.real_advantages` of the score distribution
-  of the first forward pass over a group (the sampling-policy forward when ``clip_eps`` needs
-  one, else the first update pass's own forward, before its backward), stored on the
-  :class:`PromptGroup` and reused by every later pass -- no forward pass is added. The
-  refinement term always uses the current forward's distribution.
+  advantages of the regression and probability rewards + the refinement term). The rewards
+  are the SAMPLING policy's: in ``prepare``, once per step and for every group, before any
+  update, :func:`realjudge.methods.real_advantages` of each rollout's score distribution after
+  its cue as the generation pass itself computed it (raw logits recorded during ``generate``,
+  :class:`~realjudge.inference.rollout.CueLogitsRecorder`, in the generation precision); only
+  rows whose generation never saw the canonical cue (forced / re-tokenized) get a small
+  no-grad forward -- or reuse the ``clip_eps`` forward when there is one. Eval mode
+  throughout, as the rollouts were sampled. The advantages are stored on the
+  :class:`PromptGroup` and reused by every mini-batch and pass, so they do not depend on
+  ``mini_batch_size``. The refinement term always uses the current forward's distribution.
 * GRPO: the sampled score token is part of the response and of the PG loss; reward
   ``1[written score == round(y)]`` -> :func:`realjudge.methods.grpo_loss`. The written score is
   the score token right after the cue, or -- when the cue was re-tokenized or forced, or other
@@ -42,7 +46,10 @@ from realjudge.inference.rollout import (
     FORCED_CUE,
     OK,
     RETOKENIZED_CUE,
+    CueLogitsRecorder,
     Rollout,
+    compact_logits,
+    compact_score_distribution,
     finish_rollout,
     sample,
     stop_token_ids,
@@ -130,9 +137,16 @@ def sample_groups(
     temperature: float,
     top_p: float,
     greedy: bool = False,
+    cue_logits: bool = False,
 ) -> tuple[list[PromptGroup], dict[str, float]]:
-    """``G`` rollouts for each record (seeded by ``(seed, step, process)``) and their stats."""
+    """``G`` rollouts for each record (seeded by ``(seed, step, process)``) and their stats.
+
+    ``cue_logits``: also keep, on each rollout whose generation wrote the canonical cue and
+    went on for at least one more step, the generation pass's raw score logits right after
+    the cue (:attr:`Rollout.cue_logits`, from :class:`CueLogitsRecorder`): the sampling
+    policy's score distribution, read without another forward pass."""
     acc, cfg = ctx.accelerator, ctx.cfg
+    recorder = CueLogitsRecorder(ctx.score_ids) if cue_logits else None
     stops = stop_token_ids(ctx.tokenizer, acc.unwrap_model(model))
     groups: list[PromptGroup] = []
     per_call = getattr(cfg, "generation_batch_size", None) or max(1, len(records))
@@ -153,12 +167,16 @@ def sample_groups(
                 greedy=greedy,
                 stop_strings=ctx.vocab.stop_strings,
                 dtype=generation_dtype(acc.mixed_precision, acc.device),
+                recorder=recorder,
             )
+            steps = recorder.result() if recorder is not None else None
             generated += sum(_generated_length(o, stops | {ctx.pad_id}) for o in outs)
             for j, rec in enumerate(part):
-                rolls = [
-                    read_rollout(ctx, o, stops) for o in outs[j * group_size : (j + 1) * group_size]
-                ]
+                rows = range(j * group_size, (j + 1) * group_size)
+                rolls = [read_rollout(ctx, outs[i], stops) for i in rows]
+                if steps is not None:
+                    for i, r in zip(rows, rolls, strict=True):
+                        r.cue_logits = logits_after_cue(steps[i], r)
                 groups.append(PromptGroup(prompts[j], float(rec.gold), rolls))
     flat = [r for g in groups for r in g.rollouts]
     n = max(1, len(flat))
@@ -185,6 +203,29 @@ def read_rollout(ctx: Context, generated: Sequence[int], stops: set[int]) -> Rol
     if r.sampled_score is None:
         r.parsed_score = parse_score(written_text(generated, ctx.tokenizer, stops), ctx.scale)
     return r
+
+
+def logits_after_cue(steps: torch.Tensor, rollout: Rollout) -> torch.Tensor | None:
+    """The recorded generation-step logits (``steps``: ``[steps, K + 1]`` of one row) right
+    after ``rollout``'s cue: step ``n_sampled`` -- its context is exactly prompt + response --
+    when the model wrote the canonical cue itself (status ok) and generation ran that step.
+    ``None`` otherwise (a forced or re-tokenized cue was never seen by the generation pass; the
+    cue came last before ``max_new_tokens`` ran out): such rows need a forward pass."""
+    if rollout.status != OK or rollout.n_sampled >= steps.shape[0]:
+        return None
+    return steps[rollout.n_sampled].clone()
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """``model`` in eval mode (no dropout: the sampling policy, as ``sample`` runs it) for the
+    duration, then back to its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _generated_length(ids: Sequence[int], stops: set[int]) -> int:
@@ -216,7 +257,13 @@ class _RLObjective:
 
     # -- step preparation ---------------------------------------------------------------------
 
+    # whether ``prepare`` asks ``sample_groups`` for the logits after each rollout's cue
+    reads_cue_logits = False
+
     def prepare(self, ctx: Context, model: Any, indexed, step: int):
+        """Sample the step's groups, then -- in eval mode, as they were sampled -- attach the
+        sampling policy's old / reference log-probs (when ``clip_eps`` / ``kl_coef`` need
+        them) and whatever else the objective fixes per step (:meth:`finish_prepare`)."""
         cfg = ctx.cfg
         records = [r for _, r in indexed]
         groups, stats = sample_groups(
@@ -227,10 +274,19 @@ class _RLObjective:
             group_size=cfg.num_generations,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
+            cue_logits=self.reads_cue_logits,
         )
-        if cfg.clip_eps is not None or cfg.kl_coef:
-            stats.update(self._attach_logprobs(ctx, model, groups))
+        with eval_mode(model):
+            if cfg.clip_eps is not None or cfg.kl_coef:
+                stats.update(self._attach_logprobs(ctx, model, groups))
+            stats.update(self.finish_prepare(ctx, model, groups))
         return groups, stats
+
+    def finish_prepare(
+        self, ctx: Context, model: Any, groups: list[PromptGroup]
+    ) -> dict[str, float]:
+        """Hook: the last part of ``prepare`` (eval mode, after the log-probs); metrics."""
+        return {}
 
     def sampling_forward(
         self, ctx: Context, groups: Sequence[PromptGroup], rows: Sequence[Example], fwd: Any
@@ -243,8 +299,10 @@ class _RLObjective:
         self, ctx: Context, model: Any, groups: list[PromptGroup]
     ) -> dict[str, float]:
         """Sampling-policy (for ratio clipping) and reference (for KL) token log-probs, computed
-        once per step, in micro-batches of the size the updates use. Returns the averaged
-        metrics of :meth:`sampling_forward`."""
+        once per step, in micro-batches of the size the updates use, with ``model`` as it is
+        (``prepare`` puts it in eval mode: the policy that sampled). The sampling-policy
+        forward is a full forward over every row, needed for ``clip_eps`` only. Returns the
+        averaged metrics of :meth:`sampling_forward`."""
         cfg = ctx.cfg
         hook_metrics: list[dict[str, float]] = []
         micro = check_sizes(cfg, ctx.accelerator.num_processes)
@@ -367,12 +425,58 @@ class REALObjective(_RLObjective):
             for r in group.rollouts
         ]
 
+    reads_cue_logits = True
+
+    def finish_prepare(
+        self, ctx: Context, model: Any, groups: list[PromptGroup]
+    ) -> dict[str, float]:
+        """REAL's rewards and advantages for every group of the step, from the sampling
+        policy: each rollout's score distribution after its cue is the one the generation pass
+        itself computed there (:attr:`Rollout.cue_logits`); only the rows whose generation
+        never saw the canonical cue (forced or re-tokenized cue, or none left by the clip
+        forward) get one no-grad forward (eval mode, micro-batches of the update size). The
+        advantages are stored on the groups; metrics: those of
+        :func:`realjudge.methods.real_advantages` and ``rewards/forward_rows`` (the rows that
+        needed the forward)."""
+        cfg = ctx.cfg
+        G = cfg.num_generations
+        missing = [r for g in groups for r in g.rollouts if r.cue_logits is None]
+        if missing:
+            self._forward_cue_logits(ctx, model, groups)
+        if not groups:
+            return {"rewards/forward_rows": 0.0}
+        compact = torch.stack([r.cue_logits for g in groups for r in g.rollouts]).float()
+        probs, _ = compact_score_distribution(compact, normalize=cfg.rail_normalize)
+        gold = torch.tensor([g.gold for g in groups for _ in range(G)], dtype=torch.float32)
+        adv, metrics = real_advantages(probs, ctx.scores, gold, G, self.loss_cfg)
+        for gi, g in enumerate(groups):
+            g.advantages = adv[gi * G : (gi + 1) * G].detach().cpu()
+        metrics["rewards/forward_rows"] = float(len(missing))
+        return metrics
+
+    @torch.no_grad()
+    def _forward_cue_logits(self, ctx: Context, model: Any, groups: Sequence[PromptGroup]) -> None:
+        """Fill :attr:`Rollout.cue_logits` of the rollouts that have none with one forward
+        pass over just those rows (prompt + response), ``micro * G`` rows at a time."""
+        todo = [(g, r) for g in groups for r in g.rollouts if r.cue_logits is None]
+        per = check_sizes(ctx.cfg, ctx.accelerator.num_processes) * ctx.cfg.num_generations
+        for part in chunks(todo, per):
+            rows = [
+                Example(g.prompt_ids, list(r.response_ids), len(r.response_ids), 0, g.gold)
+                for g, r in part
+            ]
+            _, fwd = forward_examples(ctx, model, rows)
+            logits = compact_logits(fwd.score_logits, ctx.score_ids).cpu()
+            for (_, r), row in zip(part, logits, strict=True):
+                r.cue_logits = row
+
     def fixed_advantages(
         self, ctx: Context, groups: Sequence[PromptGroup], probs: torch.Tensor, gold: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The groups' advantages: computed from ``probs`` (detached) for groups that have none
-        yet -- the first forward pass over them -- and stored; stored ones are reused. Returns
-        ``(advantages [N], metrics of the ones computed now)``."""
+        """The groups' advantages, fixed for the step by ``prepare`` (:meth:`finish_prepare`).
+        Groups that did not go through ``prepare`` (built by hand, e.g. the step benchmark's
+        shared rollouts) get them here once, from ``probs`` (detached), and keep them. Returns
+        ``(advantages [N], metrics of any computed now)``."""
         metrics: dict[str, float] = {}
         if any(g.advantages is None for g in groups):
             G = ctx.cfg.num_generations
@@ -387,9 +491,14 @@ class REALObjective(_RLObjective):
     def sampling_forward(
         self, ctx: Context, groups: Sequence[PromptGroup], rows: Sequence[Example], fwd: Any
     ) -> dict[str, float]:
-        probs, _, _ = read_scores(ctx, fwd.score_logits)
-        gold = gold_tensor(rows, probs.device)
-        return self.fixed_advantages(ctx, groups, probs, gold)[1]
+        """The clip forward doubles as the forward of the rows whose cue the generation pass
+        never saw: their :attr:`Rollout.cue_logits` are taken from it (no extra pass)."""
+        logits = compact_logits(fwd.score_logits.detach(), ctx.score_ids).cpu()
+        flat = [r for g in groups for r in g.rollouts]
+        for r, row in zip(flat, logits, strict=True):
+            if r.cue_logits is None:
+                r.cue_logits = row
+        return {}
 
     def loss(
         self,
