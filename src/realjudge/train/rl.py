@@ -29,8 +29,7 @@ advantage functions expect; micro-batches hold whole groups.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +43,6 @@ from realjudge.inference.rollout import (
     RETOKENIZED_CUE,
     Rollout,
     finish_rollout,
-    sample,
     stop_token_ids,
     written_text,
 )
@@ -57,6 +55,7 @@ from realjudge.methods import (
 )
 from realjudge.models import generation_dtype
 from realjudge.train.examples import Example, chunks, derive_seed
+from realjudge.train.generation import rollout_backend
 from realjudge.train.objectives import (
     Context,
     check_sizes,
@@ -82,42 +81,6 @@ class PromptGroup:
     advantages: torch.Tensor | None = None
 
 
-class _SyncedGenerate:
-    """Forwards everything to ``model`` but generates with ``synced_gpus=True`` (FSDP: every
-    process must run the same number of forward passes)."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def generate(self, **kwargs: Any) -> Any:
-        return self._model.generate(synced_gpus=True, **kwargs)
-
-
-@contextmanager
-def generation_model(accelerator: Any, model: Any) -> Iterator[Any]:
-    """The model to call ``generate`` on.
-
-    DDP / single process: the unwrapped module. DeepSpeed ZeRO-3: the unwrapped module with its
-    parameters gathered for the duration. FSDP: the unwrapped module with synchronised
-    generation. (The sharded cases are not exercised by the CPU tests.)
-    """
-    unwrapped = accelerator.unwrap_model(model)
-    kind = accelerator.distributed_type.name
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if kind == "DEEPSPEED" and plugin is not None and plugin.zero_stage == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(model.parameters())):
-            yield unwrapped
-    elif kind == "FSDP":
-        yield _SyncedGenerate(unwrapped)
-    else:
-        yield unwrapped
-
-
 def sample_groups(
     ctx: Context,
     model: Any,
@@ -136,12 +99,11 @@ def sample_groups(
     per_call = getattr(cfg, "generation_batch_size", None) or max(1, len(records))
     t0 = time.perf_counter()
     generated = 0
-    with generation_model(acc, model) as gen:
+    with rollout_backend(ctx, model) as gen:
         for b, part in enumerate(chunks(list(records), per_call)):
             torch.manual_seed(derive_seed("rollout", cfg.seed, step, acc.process_index, b))
             prompts = [ctx.encoder.prompt_ids(r) for r in part]
-            outs = sample(
-                gen,
+            outs = gen.sample(
                 ctx.tokenizer,
                 prompts,
                 num_samples=group_size,

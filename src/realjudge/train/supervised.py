@@ -99,7 +99,7 @@ class TRACTObjective:
 
     def _regenerate(self, ctx, model, records, needed, cache: Path) -> None:
         """Greedy (or sampled) CoTs of the starting weights, split over the processes."""
-        from realjudge.train.rl import generation_model
+        from realjudge.train.generation import generation_model
 
         acc, cfg = ctx.accelerator, ctx.cfg
         world, rank = acc.num_processes, acc.process_index

@@ -55,6 +55,7 @@ from realjudge.train.examples import (
     global_batch_indices,
     shard,
 )
+from realjudge.train.generation import after_optimizer_step
 from realjudge.train.modeling import (
     CHECKPOINTS,
     META_FILE,
@@ -491,6 +492,7 @@ def run_updates(
                 acc.print(f"skipping an update: non-finite {'loss' if poisoned else 'gradient'}")
             else:
                 optimizer.step()
+                after_optimizer_step(model)  # vLLM rollouts: push the new weights
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
     metrics = mean_metrics(first_pass)
