@@ -15,6 +15,7 @@ import sys
 import types
 from contextlib import contextmanager
 from importlib.machinery import ModuleSpec
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -478,3 +479,23 @@ def test_server_mode_talks_to_the_server_from_the_main_process_only(fakes, monke
     assert gathered[0] == [p for p in mine for _ in range(G)]  # then the (absent) images
     assert out == completions[len(theirs) * G :]
     assert fakes.requests == [] and fakes.clients == 0
+
+
+def test_fsdp1_generation_gathers_the_top_level_unit(tmp_path):
+    """A real 2-process FSDP1 run on CPU (gloo, torchrun): greedy rollouts through
+    :func:`generation_model` equal the unsharded model's on both processes; the former code
+    (the unwrapped module, root parameters left sharded) does not get that far."""
+    import os
+    import subprocess
+
+    script = Path(__file__).with_name("fsdp_generation_check.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*cmd, str(script)], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert sorted(r["rank"] for r in rows) == [0, 1]
+    assert all(r["equal"] for r in rows)
+    assert all(r["old"] != "equal" for r in rows)

@@ -39,7 +39,8 @@ the server's own random state (``trl vllm-serve --seed``) decides and runs are n
 reproducible. Either way the samples differ from ``generate``'s for the same seed (another
 sampler), not their distribution.
 
-The vLLM path is tested on CPU against fakes of the boundary TRL exposes
+The FSDP1 gather is tested on real shards (two CPU processes, torchrun + gloo); ZeRO-3 and
+FSDP2 only through fakes. The vLLM path is tested on CPU against fakes of the boundary TRL exposes
 (``tests/train/test_generation.py``): a fake ``vllm`` module (``LLM``, ``SamplingParams``) and
 a fake ``VLLMClient`` with TRL's method names. It has not been run with a real vLLM here.
 """
