@@ -342,7 +342,6 @@ def run_phase(
                 setup.ctxs["real"],
                 h.net,
                 h.records,
-                0,
                 group_size=s.group_size,
                 temperature=1.0,
                 top_p=1.0,

@@ -11,10 +11,9 @@ two ranks alone would prove nothing: DDP makes them identical by construction.
 the test takes the torchrun path (``--multi_gpu``, or ``--use_fsdp``) with ``device=cpu``; on
 a machine without GPUs that is plain multi-process CPU training (gloo).
 
-RL rollouts are seeded per process, so the two launches would sample different rollouts; the
-test samples with ``top_p`` near 0 (the most likely token), which makes them the same in both.
-Then the G rollouts of a prompt are equal, their advantages 0: GRPO trains through its entropy
-bonus (a token-level term), REAL through its refinement term (a sequence-level term).
+RL rollouts are sampled with the default settings (temperature 1, top-p 1): each prompt's
+rollouts are drawn from its own seed, derived from its position in the run's stream of prompts,
+so the two launches sample the same rollouts whichever process holds the prompt.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ pytestmark = pytest.mark.integration
 #: 2-process vs 1-process weights: float32 sums in another order (gloo's all-reduce).
 DIST_ATOL = ATOL
 
-RL = {"top_p": 1e-6}
+RL = {"temperature": 1.0, "top_p": 1.0}
 
 #: ``accelerate launch`` flags of the two ways to shard: DDP, and FSDP (full sharding of each
 #: decoder layer; on CPU ``sync_module_states`` must be off: accelerate looks for a GPU to

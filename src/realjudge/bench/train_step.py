@@ -473,7 +473,6 @@ def bench_train_step(
             setup.ctxs["real"],
             h.net,
             h.records,
-            0,
             group_size=group_size,
             temperature=temperature,
             top_p=top_p,

@@ -191,7 +191,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     infer_s = time.perf_counter() - t1
     scale = _scale(loaded.records)
     metrics = summarize_predictions(rows, scale=scale, n_boot=cfg.n_boot, seed=cfg.seed)
-    if judge.config.cot:  # the judge's item-by-item checks, where the records' meta says what is right
+    # the judge's item-by-item checks, where the records' meta says what is right
+    if judge.config.cot:
         truths = check_truths(loaded.records)
         checks = check_accuracy(rows, truths, n_boot=cfg.n_boot, seed=cfg.seed)
         if checks is not None:

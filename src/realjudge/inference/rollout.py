@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from realjudge.scoring.vocab import ScoreVocab, find_cue_end
+from realjudge.seeds import derive_seed
 
 OK = "ok"
 FORCED_CUE = "forced_cue"
@@ -192,6 +193,50 @@ def compact_score_distribution(
     return probs, leaked
 
 
+class RowSeededSampler:
+    """Samples every row's next token from its own ``torch.Generator``, so that what a row
+    draws depends on its seed alone -- not on which rows share its batch, how many processes
+    split the prompts, or the generation batch size.
+
+    It runs as ``generate``'s last logits processor in a greedy ``generate`` call: it warps
+    the logits as sampling would (``transformers``' temperature and top-p warpers, in that
+    order, no top-k), draws one token per row with that row's generator and returns logits
+    that are ``-inf`` everywhere but there, so the greedy pick is the draw. The distribution
+    is ``generate``'s sampling distribution; only the random stream differs."""
+
+    def __init__(
+        self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device
+    ) -> None:
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        warpers: list[Any] = []
+        if temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+        self.warpers = LogitsProcessorList(warpers)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"{scores.shape[0]} rows for {len(self.generators)} row seeds")
+        probs = torch.softmax(self.warpers(input_ids, scores.float()), dim=-1)
+        picks = torch.cat(
+            [
+                torch.multinomial(p, 1, generator=g)
+                for p, g in zip(probs, self.generators, strict=True)
+            ]
+        )
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, picks.unsqueeze(1), 0.0)
+
+
+def row_seeds(prompt_seeds: Sequence[int], num_samples: int) -> list[int]:
+    """One seed per generated row (the ``num_samples`` rows of a prompt next to each other),
+    derived from its prompt's seed and its sample index."""
+    return [derive_seed("sample", s, k) for s in prompt_seeds for k in range(num_samples)]
+
+
 class CueLogitsRecorder:
     """Records, at every generation step, the raw next-token logits of the score tokens and the
     vocabulary's log-normaliser (:func:`compact_logits`), for every row.
@@ -267,6 +312,7 @@ def sample(
     dtype: torch.dtype | None = None,
     share_prefill: bool = True,
     recorder: CueLogitsRecorder | None = None,
+    prompt_seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Batched generation with the KV cache; returns ``len(prompt_ids) * num_samples``
     continuations, the samples of one prompt next to each other.
@@ -285,7 +331,11 @@ def sample(
     ``recorder``: also record each step's raw score-token logits (:class:`CueLogitsRecorder`;
     its ``result()`` after the call, rows as returned). They come from the model that
     generates, in its precision: the ``dtype`` copy when one is used (e.g. bf16 on a CPU),
-    else the model as called (under accelerate's autocast in a mixed-precision run)."""
+    else the model as called (under accelerate's autocast in a mixed-precision run).
+
+    ``prompt_seeds`` (one per prompt; sampling only): draw each row from its own generator
+    (:class:`RowSeededSampler`, seeds :func:`row_seeds`) instead of the global random state,
+    so a prompt's samples are the same whatever batch it is generated in."""
     device = next(model.parameters()).device
     is_module = isinstance(model, torch.nn.Module)
     if (
@@ -304,30 +354,38 @@ def sample(
         att[i, P - len(p) :] = 1
     ids, att = ids.to(device), att.to(device)
     kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=pad)
-    if greedy:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-    if stop_strings:
-        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    processors: list[Any] = []
     if recorder is not None:
         recorder.steps.clear()
         recorder.active = raw_logits_reach_custom_processors(
             getattr(model, "generation_config", None)
         )
         if recorder.active:
-            from transformers import LogitsProcessorList
+            processors.append(recorder)
+    if greedy or prompt_seeds is not None:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if not greedy:
+            if len(prompt_seeds) != len(prompt_ids):
+                raise ValueError(f"{len(prompt_seeds)} seeds for {len(prompt_ids)} prompts")
+            seeds = row_seeds(prompt_seeds, num_samples)
+            processors.append(RowSeededSampler(seeds, temperature, top_p, device))
+    else:
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    if stop_strings:
+        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    if processors:
+        from transformers import LogitsProcessorList
 
-            kwargs["logits_processor"] = LogitsProcessorList([recorder])
+        kwargs["logits_processor"] = LogitsProcessorList(processors)
     was_training = model.training
     model.eval()
     try:
         if share_prefill and num_samples > 1 and P > 1 and is_module:
             kwargs[cache_kwarg(model)] = shared_prefill(model, ids, att, num_samples)
-            ids = ids.repeat_interleave(num_samples, dim=0)
-            att = att.repeat_interleave(num_samples, dim=0)
-        else:
-            kwargs["num_return_sequences"] = num_samples
+        # the samples of a prompt next to each other (what ``num_return_sequences`` does, which
+        # greedy ``generate`` -- the row-seeded path -- refuses)
+        ids = ids.repeat_interleave(num_samples, dim=0)
+        att = att.repeat_interleave(num_samples, dim=0)
         out = model.generate(input_ids=ids, attention_mask=att, **kwargs)
     finally:
         model.train(was_training)

@@ -313,6 +313,18 @@ class RolloutConfig(TrainConfig):
         entropy_coef: entropy bonus weight.
         generation_batch_size: prompts per ``generate`` call, per process (``None``: all of
             the process's prompts of the step at once).
+        rollout_backend: what samples the rollouts: ``hf`` (transformers ``generate`` on the
+            training model; sharded weights gathered with TRL's helpers) or ``vllm`` (vLLM
+            through TRL's integration, GPU only, ``pip install realjudge[vllm]``); see
+            :mod:`realjudge.train.generation`. Same sampling settings either way.
+        vllm_mode: ``colocate`` (a ``vllm.LLM`` in every training process, on its GPU) or
+            ``server`` (``trl vllm-serve --model M`` on GPUs of its own; the main process
+            talks to it through TRL's ``VLLMClient``). Weights reach vLLM after every
+            optimiser step, before the next rollout.
+        vllm_server_host, vllm_server_port: where ``trl vllm-serve`` listens (server mode).
+        vllm_server_timeout: seconds to wait for the server to come up (server mode).
+        vllm_gpu_memory_utilization: fraction of each GPU's memory vLLM may take for weights
+            and KV cache (colocate mode; the server takes ``--gpu_memory_utilization``).
     """
 
     num_generations: int = 8
@@ -326,9 +338,22 @@ class RolloutConfig(TrainConfig):
     kl_kind: str = "k3"
     entropy_coef: float = 0.0
     generation_batch_size: int | None = None
+    rollout_backend: str = "hf"
+    vllm_mode: str = "colocate"
+    vllm_server_host: str = "0.0.0.0"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0
+    vllm_gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._check_choice("rollout_backend", ("hf", "vllm"))
+        self._check_choice("vllm_mode", ("colocate", "server"))
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            raise ConfigError(
+                "vllm_gpu_memory_utilization must be in (0, 1], got "
+                f"{self.vllm_gpu_memory_utilization}"
+            )
         if self.num_generations < 1 or self.ppo_epochs < 1:
             raise ConfigError("num_generations and ppo_epochs must be >= 1")
         if self.mini_batch_size is not None and (

@@ -51,7 +51,7 @@ def evaluate(
             rows = [Example(ctx.encoder.score_prompt_ids(r), [], 0, 0, r.gold) for r in recs]
         else:
             groups, _ = sample_groups(
-                ctx, model, recs, step, group_size=1, temperature=1.0, top_p=1.0, greedy=True
+                ctx, model, recs, group_size=1, temperature=1.0, top_p=1.0, greedy=True
             )
             rows = [
                 Example(

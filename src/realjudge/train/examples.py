@@ -16,7 +16,6 @@ run sees exactly the batches an uninterrupted one would, whatever the number of 
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,12 +26,7 @@ from realjudge.data.records import JudgeRecord
 from realjudge.inference.judge import encode_prompt, score_prompt_ids
 from realjudge.scoring.prompts import OutputFormat, get_format, render_prompt, round_score
 from realjudge.scoring.vocab import ScoreVocab
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 31-bit seed from any parts, stable across processes and Python runs."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).hexdigest()
-    return int(digest[:8], 16) & 0x7FFFFFFF
+from realjudge.seeds import derive_seed
 
 
 @lru_cache(maxsize=8)

@@ -51,7 +51,6 @@ from realjudge.inference.rollout import (
     compact_logits,
     compact_score_distribution,
     finish_rollout,
-    sample,
     stop_token_ids,
     written_text,
 )
@@ -65,6 +64,7 @@ from realjudge.methods import (
 )
 from realjudge.models import generation_dtype
 from realjudge.train.examples import Example, chunks, derive_seed
+from realjudge.train.generation import rollout_backend
 from realjudge.train.objectives import (
     Context,
     check_sizes,
@@ -91,55 +91,24 @@ class PromptGroup:
     advantages: torch.Tensor | None = None
 
 
-class _SyncedGenerate:
-    """Forwards everything to ``model`` but generates with ``synced_gpus=True`` (FSDP: every
-    process must run the same number of forward passes)."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def generate(self, **kwargs: Any) -> Any:
-        return self._model.generate(synced_gpus=True, **kwargs)
-
-
-@contextmanager
-def generation_model(accelerator: Any, model: Any) -> Iterator[Any]:
-    """The model to call ``generate`` on.
-
-    DDP / single process: the unwrapped module. DeepSpeed ZeRO-3: the unwrapped module with its
-    parameters gathered for the duration. FSDP: the unwrapped module with synchronised
-    generation. (The sharded cases are not exercised by the CPU tests.)
-    """
-    unwrapped = accelerator.unwrap_model(model)
-    kind = accelerator.distributed_type.name
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if kind == "DEEPSPEED" and plugin is not None and plugin.zero_stage == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(model.parameters())):
-            yield unwrapped
-    elif kind == "FSDP":
-        yield _SyncedGenerate(unwrapped)
-    else:
-        yield unwrapped
-
-
 def sample_groups(
     ctx: Context,
     model: Any,
     records: Sequence[JudgeRecord],
-    step: int,
     *,
     group_size: int,
     temperature: float,
     top_p: float,
     greedy: bool = False,
     cue_logits: bool = False,
+    positions: Sequence[int] | None = None,
 ) -> tuple[list[PromptGroup], dict[str, float]]:
-    """``G`` rollouts for each record (seeded by ``(seed, step, process)``) and their stats.
+    """``G`` rollouts for each record and their stats.
+
+    ``positions``: each record's place in the run's stream of training prompts (unique over
+    the run; default ``0, 1, ...``). A prompt's rollouts are drawn with seeds derived from
+    ``(seed, position)`` alone (:func:`rollout_seeds`), so they do not depend on the number
+    of processes, the generation batch size or the other prompts in the batch.
 
     ``cue_logits``: also keep, on each rollout whose generation wrote the canonical cue and
     went on for at least one more step, the generation pass's raw score logits right after
@@ -152,12 +121,14 @@ def sample_groups(
     per_call = getattr(cfg, "generation_batch_size", None) or max(1, len(records))
     t0 = time.perf_counter()
     generated = 0
-    with generation_model(acc, model) as gen:
+    if positions is None:
+        positions = range(len(records))
+    seeds = rollout_seeds(cfg.seed, positions)
+    with rollout_backend(ctx, model) as gen:
         for b, part in enumerate(chunks(list(records), per_call)):
-            torch.manual_seed(derive_seed("rollout", cfg.seed, step, acc.process_index, b))
             prompts = [ctx.encoder.prompt_ids(r) for r in part]
-            outs = sample(
-                gen,
+            part_seeds = seeds[b * per_call : b * per_call + len(part)]
+            outs = gen.sample(
                 ctx.tokenizer,
                 prompts,
                 num_samples=group_size,
@@ -168,6 +139,7 @@ def sample_groups(
                 stop_strings=ctx.vocab.stop_strings,
                 dtype=generation_dtype(acc.mixed_precision, acc.device),
                 recorder=recorder,
+                prompt_seeds=part_seeds,
             )
             steps = recorder.result() if recorder is not None else None
             generated += sum(_generated_length(o, stops | {ctx.pad_id}) for o in outs)
@@ -193,6 +165,12 @@ def sample_groups(
         "time/rollout_s": time.perf_counter() - t0,
     }
     return groups, stats
+
+
+def rollout_seeds(seed: int, positions: Sequence[int]) -> list[int]:
+    """The sampling seed of each prompt, from the run's seed and the prompt's position in the
+    run's stream of training prompts (``step * batch_size + index in the step's batch``)."""
+    return [derive_seed("rollout", seed, p) for p in positions]
 
 
 def read_rollout(ctx: Context, generated: Sequence[int], stops: set[int]) -> Rollout:
@@ -266,11 +244,13 @@ class _RLObjective:
         them) and whatever else the objective fixes per step (:meth:`finish_prepare`)."""
         cfg = ctx.cfg
         records = [r for _, r in indexed]
+        # this process holds a contiguous slice of the step's global batch (``shard``)
+        first = step * cfg.batch_size + ctx.accelerator.process_index * len(records)
         groups, stats = sample_groups(
             ctx,
             model,
             records,
-            step,
+            positions=range(first, first + len(records)),
             group_size=cfg.num_generations,
             temperature=cfg.temperature,
             top_p=cfg.top_p,

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate.utils import gather_object
 
 from realjudge.data.records import JudgeRecord
@@ -108,7 +107,7 @@ class TRACTObjective(_Supervised):
 
     def _regenerate(self, ctx, model, records, needed, cache: Path) -> None:
         """Greedy (or sampled) CoTs of the starting weights, split over the processes."""
-        from realjudge.train.rl import generation_model
+        from realjudge.train.generation import generation_model
 
         acc, cfg = ctx.accelerator, ctx.cfg
         world, rank = acc.num_processes, acc.process_index
@@ -118,8 +117,7 @@ class TRACTObjective(_Supervised):
         stops = stop_token_ids(ctx.tokenizer, acc.unwrap_model(model))
         done: list[dict[str, Any]] = []
         with generation_model(acc, model) as gen:
-            for b, part in enumerate(chunks(mine, cfg.regen_batch_size)):
-                torch.manual_seed(derive_seed("tract-regen", cfg.seed, rank, b))
+            for part in chunks(mine, cfg.regen_batch_size):
                 prompts = [ctx.encoder.prompt_ids(records[i]) for i in part]
                 outs = sample(
                     gen,
@@ -130,6 +128,8 @@ class TRACTObjective(_Supervised):
                     top_p=cfg.regen_top_p,
                     greedy=cfg.regen_greedy,
                     stop_strings=ctx.vocab.stop_strings,
+                    # seeded per record: the same CoTs whatever the number of processes
+                    prompt_seeds=[derive_seed("tract-regen", cfg.seed, i) for i in part],
                 )
                 for i, out in zip(part, outs, strict=True):
                     ro = finish_rollout(out, ctx.tokenizer, ctx.vocab, stops)

@@ -58,6 +58,7 @@ from realjudge.train.examples import (
     global_batch_indices,
     shard,
 )
+from realjudge.train.generation import after_optimizer_step
 from realjudge.train.modeling import (
     CHECKPOINTS,
     META_FILE,
@@ -513,6 +514,7 @@ def run_updates(
                 if getattr(optimizer, "step_was_skipped", False):  # fp16 / DeepSpeed overflow
                     action = SKIPPED_BY_OPTIMIZER
                 else:
+                    after_optimizer_step(model)  # vLLM rollouts: push the new weights
                     scheduler.step()
                     if norm is not None and not math.isfinite(norm):  # DeepSpeed without fp16
                         applied_nonfinite += 1
