@@ -106,15 +106,11 @@ def decode_step_seconds(
     from realjudge.inference.rollout import (
         cache_kwarg,
         generation_position_ids,
+        left_padded,
         returned_cache,
     )
 
-    P = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), P), pad_id, dtype=torch.long)
-    att = torch.zeros_like(ids)
-    for i, p in enumerate(prompt_ids):
-        ids[i, P - len(p) :] = torch.tensor(list(p))
-        att[i, P - len(p) :] = 1
+    ids, att = left_padded(prompt_ids, pad_id)
     key = cache_kwarg(model)
     times = []
     with torch.no_grad():

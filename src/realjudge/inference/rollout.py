@@ -105,6 +105,18 @@ def finish_rollout(
     return Rollout(kept, len(ids), status, None, tokenizer.decode(kept))
 
 
+def left_padded(prompt_ids: Sequence[Sequence[int]], pad_id: int):
+    """``(input_ids, attention_mask)`` ``[rows, longest]`` of the prompts, padded on the left
+    (as ``generate`` wants them)."""
+    P = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), P), pad_id, dtype=torch.long)
+    att = torch.zeros_like(ids)
+    for i, p in enumerate(prompt_ids):
+        ids[i, P - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+        att[i, P - len(p) :] = 1
+    return ids, att
+
+
 def generation_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids of left-padded rows as ``generate`` derives them from the mask (pads: 0)."""
     pos = attention_mask.long().cumsum(-1) - 1
@@ -346,12 +358,8 @@ def sample(
     ):
         model = generation_copy(model, dtype)
     pad = tokenizer.pad_token_id
-    P = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), P), pad, dtype=torch.long)
-    att = torch.zeros_like(ids)
-    for i, p in enumerate(prompt_ids):
-        ids[i, P - len(p) :] = torch.tensor(list(p))
-        att[i, P - len(p) :] = 1
+    ids, att = left_padded(prompt_ids, pad)
+    P = ids.shape[1]
     ids, att = ids.to(device), att.to(device)
     kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=pad)
     processors: list[Any] = []
