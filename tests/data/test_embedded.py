@@ -18,7 +18,7 @@ from realjudge.data.embedded import (
 )
 from realjudge.data.records import JudgeRecord
 
-SPLITS = ("train", "test", "ood")
+SPLITS = ("train", "validation", "test", "ood")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_deterministic_from_seed():
 
 def test_bad_arguments():
     with pytest.raises(ValueError):
-        generate_embedded("validation")
+        generate_embedded("dev")
     with pytest.raises(ValueError):
         generate_embedded("train", n=-1)
 
@@ -144,6 +144,16 @@ def test_train_and_test_are_disjoint(data):
     train_text = " ".join(r.instruction + " " + r.response for r in train)
     for w in test_words:
         assert not _whole(train_text, w), w
+
+
+def test_validation_is_held_out_from_the_train_generator(data):
+    train, val, test = data["train"], data["validation"], data["test"]
+    # the questions after train's: same categories, none of train's questions
+    assert not {r.instruction for r in train} & {r.instruction for r in val}
+    assert {r.meta["category"] for r in val} <= {r.meta["category"] for r in train}
+    assert not {r.meta["category"] for r in val} & {r.meta["category"] for r in test}
+    assert {r.group_id for r in val} == {f"emb-train-0-q{q:05d}" for q in range(400, 440)}
+    assert generate_embedded("validation") == val  # deterministic
 
 
 def test_ood_is_a_different_family_and_rubric(data):

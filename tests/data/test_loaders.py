@@ -383,7 +383,7 @@ def test_embedded_sources():
     with pytest.raises(DataError):
         load_records("embedded-ood", split="train")
     with pytest.raises(DataError):
-        load_records("embedded", split="validation")
+        load_records("embedded", split="dev")
 
 
 # --- split_by_group ---------------------------------------------------------------------------

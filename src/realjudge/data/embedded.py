@@ -46,7 +46,7 @@ __all__ = [
     "read_checks",
 ]
 
-DEFAULT_SIZES = {"train": 2000, "test": 200, "ood": 200}
+DEFAULT_SIZES = {"train": 2000, "validation": 200, "test": 200, "ood": 200}
 
 N_REQUIRED = 4
 
@@ -610,7 +610,9 @@ def generate_embedded(
 ) -> list[JudgeRecord]:
     """Generate ``n`` records of the embedded judging task for ``split``.
 
-    ``split`` is ``"train"`` or ``"test"`` (the checklist family; disjoint item categories) or
+    ``split`` is ``"train"`` or ``"test"`` (the checklist family; disjoint item categories),
+    ``"validation"`` (held out from the train generator: the questions right after the
+    default train split's, with train's categories -- for tuning, never the test split) or
     ``"ood"`` (the facts family). ``n`` defaults to :data:`DEFAULT_SIZES`. The output depends
     only on ``(split, n, seed)``; score counts 1..5 differ by at most one (equal when ``n`` is
     a multiple of 5). Records of one question share ``group_id``.
@@ -620,8 +622,13 @@ def generate_embedded(
     n = DEFAULT_SIZES[split] if n is None else int(n)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    rng = random.Random(f"realjudge-embedded/{split}/{seed}")
-    n_questions = -(-n // 5)
+    source, skip = split, 0
+    if split == "validation":
+        # held out from the train generator: the questions that come after the default train
+        # split's (the generator draws question by question; train's own records are unchanged)
+        source, skip = "train", -(-DEFAULT_SIZES["train"] // 5)
+    rng = random.Random(f"realjudge-embedded/{source}/{seed}")
+    n_questions = skip + -(-n // 5)
     records: list[JudgeRecord] = []
     seen: set[str] = set()
     q = 0
@@ -630,12 +637,12 @@ def generate_embedded(
             kind = rng.choice(list(_MESSAGES))
             instruction, facts = _facts_question(rng, kind)
         else:
-            kind = rng.choice(SPLIT_CATEGORIES[split])
+            kind = rng.choice(SPLIT_CATEGORIES[source])
             instruction, required = _checklist_question(rng, kind)
         if instruction in seen:
             continue
         seen.add(instruction)
-        group_id = f"emb-{split}-{seed}-q{q:05d}"
+        group_id = f"emb-{source}-{seed}-q{q:05d}"
         for score in range(1, 6):
             rid = f"{group_id}-s{score}"
             if split == "ood":
@@ -675,4 +682,7 @@ def generate_embedded(
                     )
                 )
         q += 1
+    if skip:
+        records = records[skip * 5 :]
+        rng = random.Random(f"realjudge-embedded/{split}/{seed}")
     return _balanced_take(records, n, rng)

@@ -260,10 +260,10 @@ def _load_embedded(spec: str, split: str | None, limit: int | None, seed: int) -
         split = "ood"
     else:
         split = split or "test"
-        if split not in ("train", "test", "ood"):
+        if split not in ("train", "validation", "test", "ood"):
             raise DataError(
-                f"'embedded' has the splits 'train' and 'test' (and 'ood', also reachable as "
-                f"'embedded-ood'), got split {split!r}"
+                f"'embedded' has the splits 'train', 'validation' and 'test' (and 'ood', also "
+                f"reachable as 'embedded-ood'), got split {split!r}"
             )
     from realjudge.data.embedded import generate_embedded
 
