@@ -239,7 +239,8 @@ def results_markdown(
 
 
 def plot_curves(results: Mapping[str, Any], path: Path) -> Path | None:
-    """Correlation vs training step, one line per run (mean over seeds at each step)."""
+    """Correlation vs training step, one line per run (mean over seeds at each step), and
+    beside it the check accuracy of the judge's feedbacks when the runs logged it."""
     curves = results.get("curves") or {}
     if not any(pts for per in curves.values() for pts in per.values()):
         return None
@@ -248,26 +249,37 @@ def plot_curves(results: Mapping[str, Any], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run, per_seed in curves.items():
-        by_step: dict[int, list[float]] = {}
-        for pts in per_seed.values():
-            for step, v in pts:
-                by_step.setdefault(int(step), []).append(float(v))
-        if not by_step:
-            continue
-        steps = sorted(by_step)
-        ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], marker="o", label=run)
+    checks = results.get("check_curves") or {}
+    panels = [(curves, "Pearson r (RAIL)")]
+    if any(pts for per in checks.values() for pts in per.values()):
+        panels.append((checks, "check accuracy (judge's item checks)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
     c = results.get("curve", {})
-    ax.set_xlabel("training step (of the run itself; warm starts begin at their parent's end)")
-    ax.set_ylabel("Pearson r (RAIL)")
-    ax.set_title(f"periodic evaluation: first {c.get('limit')} items of {c.get('benchmark')}")
-    ax.axhline(0.0, color="grey", lw=0.5)
-    ax.legend(fontsize=8)
+    for ax, (series, ylabel) in zip(axes[0], panels, strict=True):
+        for run, per_seed in series.items():
+            steps, means = mean_curve(per_seed)
+            if steps:
+                ax.plot(steps, means, marker="o", label=run)
+        ax.set_xlabel("training step (of the run itself; warm starts begin at their parent's end)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"periodic evaluation: first {c.get('limit')} items of {c.get('benchmark')}")
+        ax.axhline(0.0, color="grey", lw=0.5)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def mean_curve(per_seed: Mapping[str, Sequence[Sequence[float]]]) -> tuple[list[int], list[float]]:
+    """``(steps, mean over the seeds that have a point at that step)`` of ``{seed: [(step,
+    value), ...]}``."""
+    by_step: dict[int, list[float]] = {}
+    for pts in per_seed.values():
+        for step, v in pts:
+            by_step.setdefault(int(step), []).append(float(v))
+    steps = sorted(by_step)
+    return steps, [sum(by_step[s]) / len(by_step[s]) for s in steps]
 
 
 def best_runs(agg: Mapping[str, Mapping[str, Mapping[str, Summary]]], k: int = 2) -> list[str]:

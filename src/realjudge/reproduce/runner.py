@@ -501,16 +501,18 @@ def pick(metrics: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def read_curve(run_dir: Path) -> list[tuple[int, float]]:
-    """``(step, eval/pearson)`` points of a training run's periodic evaluation."""
+def read_curve(run_dir: Path, metric: str = "pearson") -> list[tuple[int, float]]:
+    """``(step, eval/<metric>)`` points of a training run's periodic evaluation (``pearson``,
+    or ``check_accuracy``: the accuracy of the judge's item-by-item checks, CoT evaluation of
+    the embedded task)."""
     path = run_dir / "train_log.jsonl"
     if not path.is_file():
         return []
     pts = []
     for line in path.read_text().splitlines():
         row = json.loads(line)
-        if row.get("eval/pearson") is not None:
-            pts.append((int(row["step"]), float(row["eval/pearson"])))
+        if row.get(f"eval/{metric}") is not None:
+            pts.append((int(row["step"]), float(row[f"eval/{metric}"])))
     return pts
 
 
@@ -560,6 +562,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
 
     per_seed: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {}
     curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    check_curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
     timings: dict[str, dict[str, float]] = {}
     throughput: dict[str, dict[str, dict[str, float | None]]] = {}
     predictions: dict[str, dict[str, str]] = {}
@@ -602,6 +605,9 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
             if seed == seeds[0]:
                 predictions[run.name] = _prediction_paths(run_dir, exp.benchmarks)
             curves.setdefault(run.name, {})[str(seed)] = read_curve(run_dir)
+            checks = read_curve(run_dir, "check_accuracy")
+            if checks:
+                check_curves.setdefault(run.name, {})[str(seed)] = checks
             throughput.setdefault(run.name, {})[str(seed)] = read_throughput(run_dir)
 
     results = {
@@ -618,6 +624,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
         "eval_max_new_tokens": exp.max_new_tokens,
         "per_seed": per_seed,
         "curves": curves,
+        "check_curves": check_curves,
         "throughput": throughput,
         "timings_s": {**timings, "total": {"wall_s": time.perf_counter() - t_start}},
         "predictions": predictions,
