@@ -198,3 +198,40 @@ def test_a_killed_reproduce_resumes_its_training_run_mid_run(tmp_path, run_until
         return hashlib.sha256((d / "seed0" / "RAFT" / "model.safetensors").read_bytes()).digest()
 
     assert digest(out) == digest(tmp_path / "a")
+
+
+def test_powered_preset_has_the_designed_power():
+    exp = resolve(ReproduceConfig(preset="cpu-powered"))
+    assert exp.seeds >= 3
+    assert all((b.limit or 0) >= 200 for b in exp.benchmarks)
+    real, grpo = exp.run("REAL"), exp.run("GRPO")
+    assert real.max_steps == grpo.max_steps >= 100
+    assert real.overrides["num_generations"] >= 8
+    # the "more training" control sees as many prompts as an RL run
+    more = exp.run("TRACT+")
+    assert more.init_from == "TRACT" == real.init_from
+    rl_prompts = real.max_steps * real.overrides["batch_size"]
+    assert more.max_steps * more.overrides["batch_size"] == rl_prompts
+    # curves (what budgets are read from) come from the validation split, not a test split
+    assert exp.validation is not None and exp.validation.split == "validation"
+    assert exp.validation.name not in {b.name for b in exp.benchmarks}
+
+
+def test_validation_curves_and_check_curves_are_recorded(tmp_path):
+    cfg = ReproduceConfig(
+        preset="cpu-powered",
+        model="tiny",
+        smoke=True,
+        only=["TRACT+"],
+        set=["freeze_layers=1"],
+        out=str(tmp_path / "p"),
+        command="x",
+    )
+    res = run_reproduce(cfg)
+    assert [r["name"] for r in res["runs"]] == ["base", "TRACT", "TRACT+"]
+    cfg_used = json.loads((tmp_path / "p" / "seed0" / "TRACT+" / "realjudge.json").read_text())
+    assert cfg_used["config"]["eval_split"] == "validation"
+    assert res["curve"]["benchmark"] == "embedded-validation"
+    assert res["curves"]["TRACT+"]["0"]  # periodic evaluation points
+    assert res["check_curves"]["TRACT"]["0"]  # CoT evaluation of the embedded task
+    assert "TRACT+" in {c["claim"].split(" above ")[-1].split(" (")[0] for c in res["claims"]}

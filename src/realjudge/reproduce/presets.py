@@ -82,6 +82,9 @@ class Experiment:
         curve_benchmark, curve_limit, curve_points: the correlation-vs-step curves come from
             the trainer's periodic evaluation on the first ``curve_limit`` items of this
             benchmark, about ``curve_points`` times per run (0: no curves).
+        validation: a split drawn from the training data (never a test split); when set, the
+            curves come from it instead of ``curve_benchmark``, so that whatever is read off
+            them (budgets, the best step) is tuned without touching the test sets.
         vicuna_split: prepare a train/held-out split of a Prometheus file by question
             (``{"path": ..., "test_fraction": ...}``), written to ``{data_dir}``.
         runnable_here: runs on the 2-core CPU of this project's CI machines.
@@ -103,6 +106,7 @@ class Experiment:
     curve_benchmark: str | None = None
     curve_limit: int = 16
     curve_points: int = 2
+    validation: Benchmark | None = None
     vicuna_split: dict[str, Any] | None = None
     runnable_here: bool = True
     notes: str = ""
@@ -241,6 +245,63 @@ PRESETS: dict[str, Experiment] = {
 }
 
 
+def _powered() -> Experiment:
+    """REAL against its controls with enough items, steps and rollouts to see a difference of
+    about 0.1 Pearson (``docs/reproduce.md``, "cpu-powered")."""
+    tract = {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10}
+    rl = {
+        "learning_rate": 1e-5,
+        "batch_size": 2,
+        "num_generations": 8,
+        "temperature": 1.0,
+        "top_p": 0.9,
+    }
+    rl_steps = 100
+    # continued TRACT sees as many training prompts as an RL run: 100 steps x 2 prompts
+    more_tract = rl_steps * rl["batch_size"] // tract["batch_size"]
+    return Experiment(
+        name="cpu-powered",
+        description="The embedded comparison with power: a TRACT judge trained until it "
+        "checks items (300 steps of 8), then REAL and binary-reward GRPO from it for 100 "
+        "steps of 2 prompts x 8 rollouts, TRACT continued on as many prompts as the control; "
+        "200 in-domain and 200 out-of-domain items, 3 seeds; curves on a validation split "
+        "drawn from the train generator",
+        model="embedded",
+        train_data="embedded",
+        benchmarks=[
+            Benchmark("embedded-test", "embedded", "test", 200, "in"),
+            Benchmark("embedded-ood", "embedded-ood", "ood", 200, "out"),
+        ],
+        runs=[
+            RunSpec("base"),
+            RunSpec("SFT", "sft", 300, overrides=dict(tract)),
+            RunSpec("RAFT", "raft", 300, cot=False, overrides=dict(tract)),
+            RunSpec("TRACT", "tract", 300, overrides=dict(tract)),
+            RunSpec("TRACT+", "tract", more_tract, init_from="TRACT", overrides=dict(tract)),
+            RunSpec("GRPO", "grpo", rl_steps, init_from="TRACT", overrides=dict(rl)),
+            RunSpec("REAL", "real", rl_steps, init_from="TRACT", overrides={**rl, "beta": 0.01}),
+        ],
+        common={
+            "freeze_layers": 15,
+            "max_new_tokens": 64,
+            "device": "cpu",
+            "eval_batch_size": 16,
+            "save_steps": 25,
+        },
+        seeds=3,
+        max_new_tokens=96,
+        curve_benchmark="embedded-validation",
+        curve_limit=50,
+        curve_points=4,
+        validation=Benchmark("embedded-validation", "embedded", "validation", 50, "in"),
+        notes="Budgets: TRACT's 300 steps of 8 are where its validation curve flattens "
+        "(docs/results-notes.md); SFT and RAFT get the same 300 steps and their validation "
+        "curves show whether they had peaked. Cost on 2 CPU cores, measured per step: "
+        "about 7 h for the three seeds -- run it with --seeds 1 per session (it resumes "
+        "mid-run) or on a GPU.",
+    )
+
+
 def _paper(model: str, name: str) -> Experiment:
     """The paper's setting: Feedback Collection, four benchmarks, authors' defaults
     (``authors`` preset: lr 1e-6, batch 256, G 8, response 1024, raw RAIL, LOO baseline). The
@@ -279,6 +340,7 @@ def _paper(model: str, name: str) -> Experiment:
     )
 
 
+PRESETS["cpu-powered"] = _powered()
 PRESETS["paper-qwen3-8b"] = _paper("Qwen/Qwen3-8B", "paper-qwen3-8b")
 PRESETS["paper-qwen3-32b"] = _paper("Qwen/Qwen3-32B", "paper-qwen3-32b")
 

@@ -271,7 +271,9 @@ def train_overrides(
         "out": str(out),
         "overwrite": True,
     }
-    curve = next((b for b in exp.benchmarks if b.name == exp.curve_benchmark), None)
+    curve = exp.validation or next(
+        (b for b in exp.benchmarks if b.name == exp.curve_benchmark), None
+    )
     if curve is not None and exp.curve_points > 0:
         keys.update(
             eval_data=_fill(curve.data, data_dir),
@@ -630,7 +632,8 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
         "predictions": predictions,
         "notes": exp.notes,
         "curve": {
-            "benchmark": exp.curve_benchmark,
+            "benchmark": exp.validation.name if exp.validation else exp.curve_benchmark,
+            "split": exp.validation.split if exp.validation else None,
             "limit": exp.curve_limit,
             "points": exp.curve_points,
         },
