@@ -222,13 +222,15 @@ def test_validation_curves_and_check_curves_are_recorded(tmp_path):
         preset="cpu-powered",
         model="tiny",
         smoke=True,
-        only=["TRACT+"],
+        only=["TRACT+", "RAFT"],
         set=["freeze_layers=1"],
         out=str(tmp_path / "p"),
         command="x",
     )
     res = run_reproduce(cfg)
-    assert [r["name"] for r in res["runs"]] == ["base", "TRACT", "TRACT+"]
+    assert [r["name"] for r in res["runs"]] == ["base", "RAFT", "TRACT", "TRACT+"]
+    raft = json.loads((tmp_path / "p" / "seed0" / "RAFT" / "metrics.json").read_text())
+    assert raft["best_step"] in (1, 2)  # tuned on the validation split
     cfg_used = json.loads((tmp_path / "p" / "seed0" / "TRACT+" / "realjudge.json").read_text())
     assert cfg_used["config"]["eval_split"] == "validation"
     assert res["curve"]["benchmark"] == "embedded-validation"

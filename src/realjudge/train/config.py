@@ -37,6 +37,9 @@ import yaml
 METHODS = ("sft", "raft", "tract", "grpo", "real")
 REPORT_TO = ("tensorboard", "wandb", "trackio", "none")
 EVAL_MODES = ("auto", "score", "cot")
+#: metrics ``load_best_model_at_end`` can select on; the last two are better when lower
+BEST_METRICS = ("pearson", "spearman", "kendall", "accuracy", "rmse", "mae")
+LOWER_IS_BETTER = ("rmse", "mae")
 CONFIG_FILE = "train_config.yaml"
 
 
@@ -69,6 +72,12 @@ class TrainConfig:
         eval_mode: ``score`` (RAIL right after the cue, no CoT: fast), ``cot`` (greedy CoT,
             then RAIL at its cue), or ``auto`` (``score`` for RAFT, ``cot`` otherwise).
         eval_batch_size: prompts per evaluation forward / generation batch, per process.
+        load_best_model_at_end: export the weights of the evaluation (periodic or final)
+            with the best ``metric_for_best_model`` instead of the last step's -- for tuning
+            a run's length on a validation split (``eval_split``), never on a test split.
+            They are kept in ``out/best/`` (single process or DDP).
+        metric_for_best_model: ``pearson``, ``spearman``, ``kendall``, ``accuracy`` (higher
+            is better), ``rmse`` or ``mae`` (lower is better); ties keep the earlier step.
         out: output dir: final model (a transformers checkpoint), ``checkpoints/``, logs.
         overwrite: allow starting a fresh run in an ``out`` that already holds one.
         fmt: output format of the judge (``result``: ``Feedback: ... [RESULT] N``;
@@ -137,6 +146,8 @@ class TrainConfig:
     eval_steps: int = 0
     eval_mode: str = "auto"
     eval_batch_size: int = 8
+    load_best_model_at_end: bool = False
+    metric_for_best_model: str = "pearson"
     out: str = "runs/train"
     overwrite: bool = False
     fmt: str = "result"
@@ -186,6 +197,12 @@ class TrainConfig:
             )
         self._check_choice("report_to", REPORT_TO)
         self._check_choice("eval_mode", EVAL_MODES)
+        self._check_choice("metric_for_best_model", BEST_METRICS)
+        if self.load_best_model_at_end and not (self.eval_data and self.eval_steps):
+            raise ConfigError(
+                "load_best_model_at_end needs periodic evaluations: set eval_data (a "
+                "validation split) and eval_steps"
+            )
         self._check_choice("lr_scheduler", ("constant", "linear", "cosine"))
         self._check_choice("mixed_precision", ("auto", "no", "bf16", "fp16"))
         self._check_choice("fmt", ("result", "overall"))

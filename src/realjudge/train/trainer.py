@@ -48,7 +48,13 @@ from realjudge.data.loaders import load_records
 from realjudge.data.records import JudgeRecord
 from realjudge.methods import Normalizer
 from realjudge.scoring.vocab import ScoreVocab
-from realjudge.train.config import CONFIG_FILE, TrainConfig, load_saved_config
+from realjudge.train.config import (
+    CONFIG_FILE,
+    LOWER_IS_BETTER,
+    ConfigError,
+    TrainConfig,
+    load_saved_config,
+)
 from realjudge.train.evaluation import evaluate
 from realjudge.train.examples import (
     Encoder,
@@ -85,6 +91,8 @@ log = logging.getLogger(__name__)
 
 LOG_FILE = "train_log.jsonl"
 METRICS_FILE = "metrics.json"
+BEST_DIR = "best"  # the weights of the best evaluation so far (load_best_model_at_end)
+BEST_FILE = "best.json"
 # Keys whose change between a run and its resumption is expected.
 RESUMABLE_CHANGES = {
     "resume",
@@ -174,7 +182,9 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
             log_metrics(run, metrics, done)
         show(bar, metrics)
         if run.eval_records and cfg.eval_steps and done % cfg.eval_steps == 0 and not last:
-            log_metrics(run, prefixed("eval/", evaluate_now(run, done)), done)  # last: finish()
+            scores = evaluate_now(run, done)
+            log_metrics(run, prefixed("eval/", scores), done)  # last: finish()
+            keep_if_best(run, done, scores)
         if (cfg.save_steps and done % cfg.save_steps == 0) or (cfg.save_final and last):
             save_checkpoint(run.acc, cfg, done)
         if stop_after is not None and done >= stop_after and not last:
@@ -213,6 +223,7 @@ class Run:
     eval_records: list[JudgeRecord]
     micro: int
     start: int
+    best: dict[str, Any] | None = None  # load_best_model_at_end: step, value, eval metrics
 
     @property
     def out(self) -> Path:
@@ -231,6 +242,11 @@ def set_up(cfg: TrainConfig) -> Run:
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
+    if cfg.load_best_model_at_end and acc.distributed_type.name in ("FSDP", "DEEPSPEED"):
+        raise ConfigError(
+            "load_best_model_at_end keeps whole weights: single process or DDP only, not "
+            f"{acc.distributed_type.name}"
+        )
     model, tokenizer = build_model(cfg)
     train_records, eval_records, scale = load_data(cfg)
     vocab = ScoreVocab.from_tokenizer(tokenizer, cfg.fmt, scale)
@@ -264,6 +280,7 @@ def set_up(cfg: TrainConfig) -> Run:
         eval_records=eval_records,
         micro=micro,
         start=start,
+        best=read_best(Path(cfg.out), start) if cfg.load_best_model_at_end else None,
     )
 
 
@@ -422,10 +439,19 @@ def finish(run: Run, result: TrainResult) -> None:
     if run.eval_records:
         result.final_eval = evaluate_now(run, result.step)
         log_metrics(run, prefixed("eval/", result.final_eval), result.step)
+    best_step = None
+    if cfg.load_best_model_at_end and result.final_eval is not None:
+        keep_if_best(run, result.step, result.final_eval, final=True)
+        if run.best is not None:
+            best_step = int(run.best["step"])
+            if best_step != result.step:
+                load_best(run)
+                result.final_eval = dict(run.best["eval"])
     summary = {
         "method": cfg.method,
         "steps": result.step,
         "final_eval": result.final_eval,
+        "best_step": best_step,
         "last_train_metrics": result.last_metrics,
     }
     meta = {
@@ -437,6 +463,7 @@ def finish(run: Run, result: TrainResult) -> None:
         "base_model": cfg.model,
         "init_from": cfg.init_from,
         "steps": result.step,
+        "best_step": best_step,
         "final_eval": result.final_eval,
         "config": cfg.to_dict(),
     }
@@ -445,6 +472,70 @@ def finish(run: Run, result: TrainResult) -> None:
     if acc.is_main_process:
         (run.out / METRICS_FILE).write_text(json.dumps(_jsonable(summary), indent=2))
     export(acc, run.model, run.tokenizer, cfg, _jsonable(meta))
+
+
+# ---------------------------------------------------------------------------------------------
+# the best evaluation (load_best_model_at_end)
+# ---------------------------------------------------------------------------------------------
+
+
+def is_better(value: float | None, best: float | None, metric: str) -> bool:
+    """Whether ``value`` beats ``best`` (``None``: nothing yet) on ``metric``; a missing or NaN
+    value never does, a tie keeps the earlier one."""
+    if value is None or math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+def read_best(out: Path, start: int) -> dict[str, Any] | None:
+    """The best evaluation recorded in ``out`` by the steps up to ``start`` (a resumed run
+    redoes the later ones, so a record of those is dropped)."""
+    path = out / BEST_DIR / BEST_FILE
+    if not path.is_file():
+        return None
+    best = json.loads(path.read_text())
+    return best if int(best["step"]) <= start else None
+
+
+def keep_if_best(run: Run, step: int, scores: dict[str, float], final: bool = False) -> None:
+    """Record the evaluation of ``step`` if it is the best so far, and keep its weights in
+    ``out/best/`` (written aside, then swapped in; not for the final step, whose weights are
+    the ones exported anyway). Every process computes the same scores (collective)."""
+    cfg, acc = run.cfg, run.acc
+    if not cfg.load_best_model_at_end:
+        return
+    metric = cfg.metric_for_best_model
+    value = scores.get(metric)
+    if not is_better(value, None if run.best is None else run.best["value"], metric):
+        return
+    run.best = {"step": step, "metric": metric, "value": value, "eval": dict(scores)}
+    if final:
+        return
+    if acc.is_main_process:
+        from safetensors.torch import save_model
+
+        best, tmp, old = run.out / BEST_DIR, run.out / ".partial-best", run.out / ".old-best"
+        for d in (tmp, old):
+            shutil.rmtree(d, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(acc.unwrap_model(run.model), str(tmp / "model.safetensors"))
+        (tmp / BEST_FILE).write_text(json.dumps(_jsonable(run.best), indent=2))
+        _sync_tree(tmp)
+        if best.exists():
+            best.rename(old)
+        tmp.rename(best)
+        shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def load_best(run: Run) -> None:
+    """Put the weights kept by :func:`keep_if_best` back into the model (every process)."""
+    from safetensors.torch import load_model
+
+    load_model(run.acc.unwrap_model(run.model), str(run.out / BEST_DIR / "model.safetensors"))
+    run.acc.print(f"exporting the best evaluation's weights (step {run.best['step']})")
 
 
 # ---------------------------------------------------------------------------------------------
