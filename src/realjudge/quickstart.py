@@ -36,7 +36,12 @@ def default_stages() -> list[Stage]:
     sized for two CPU cores: the lower half of the layers stay frozen (15 of the embedded
     model's 30), which halves the backward pass."""
     return [
-        Stage("tract", 40, {"learning_rate": 1e-4, "batch_size": 8}, freeze_fraction=0.5),
+        Stage(
+            "tract",
+            100,
+            {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10},
+            freeze_fraction=0.5,
+        ),
         Stage(
             "real",
             6,
@@ -69,6 +74,7 @@ class QuickstartConfig:
             ~2.5 min more on two CPU cores); by default only before and after training.
         eval_cot: evaluate with the judge's own feedback (CoT + RAIL) instead of score-only.
         max_new_tokens: feedback length limit for CoT evaluation and rollouts.
+        eval_batch_size: items per generation batch of the evaluations.
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ...
         seed: seed of the data, the sampling and the training.
     """
@@ -81,6 +87,7 @@ class QuickstartConfig:
     eval_each_stage: bool = False
     eval_cot: bool = True
     max_new_tokens: int = 96
+    eval_batch_size: int = 16
     device: str = "auto"
     seed: int = 0
     splits: tuple[tuple[str, str], ...] = (("test", "embedded"), ("ood", "embedded-ood"))
@@ -231,6 +238,7 @@ def _evaluate(
                 limit=cfg.eval_limit,
                 cot=cfg.eval_cot,
                 max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.eval_batch_size,
                 out=str(Path(cfg.out) / f"eval-{tag}-{name}"),
                 seed=cfg.seed,
                 n_boot=200,
