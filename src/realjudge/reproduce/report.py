@@ -238,7 +238,11 @@ def results_markdown(
     return "\n".join(parts) + "\n"
 
 
-def plot_curves(results: Mapping[str, Any], path: Path) -> Path | None:
+def plot_curves(
+    results: Mapping[str, Any],
+    path: Path,
+    xlabel: str = "training step (of the run itself; warm starts begin at their parent's end)",
+) -> Path | None:
     """Correlation vs training step, one line per run (mean over seeds at each step), and
     beside it the check accuracy of the judge's feedbacks when the runs logged it."""
     curves = results.get("curves") or {}
@@ -260,7 +264,7 @@ def plot_curves(results: Mapping[str, Any], path: Path) -> Path | None:
             steps, means = mean_curve(per_seed)
             if steps:
                 ax.plot(steps, means, marker="o", label=run)
-        ax.set_xlabel("training step (of the run itself; warm starts begin at their parent's end)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(f"periodic evaluation: first {c.get('limit')} items of {c.get('benchmark')}")
         ax.axhline(0.0, color="grey", lw=0.5)
