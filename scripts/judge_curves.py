@@ -1,7 +1,8 @@
 """Learning curves of training runs, from their periodic evaluations: a JSON of the points and
 a plot (Pearson, and the check accuracy of CoT runs), x = training examples seen.
 
-    python scripts/judge_curves.py NAME=RUN_DIR [NAME=RUN_DIR ...] --json OUT.json --png OUT.png
+    python scripts/judge_curves.py NAME=RUN_DIR [NAME=RUN_DIR ...] \
+        [--eval NAME:BENCH=EVAL_DIR ...] --json OUT.json --png OUT.png
 
 Each RUN_DIR is a ``realjudge train`` output dir (its ``train_log.jsonl`` and
 ``train_config.yaml``); the JSON records the command, each run's config keys that decide the
@@ -49,6 +50,13 @@ def curves(runs: dict[str, Path]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="NAME=RUN_DIR")
+    ap.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        help="NAME:BENCH=EVAL_DIR: a 'realjudge eval' output of run NAME on BENCH, recorded "
+        "(Pearson with its interval, n, check accuracy) beside the curves (repeatable)",
+    )
     ap.add_argument("--json", required=True, help="points, written here")
     ap.add_argument("--png", required=True, help="plot, written here")
     args = ap.parse_args(argv)
@@ -57,10 +65,24 @@ def main(argv: list[str] | None = None) -> int:
         name, _, path = spec.partition("=")
         runs[name] = Path(path)
     data = curves(runs)
+    data["final_evals"] = {}
+    for spec in args.eval:
+        key, _, path = spec.partition("=")
+        name, _, bench = key.partition(":")
+        m = json.loads((Path(path) / "metrics.json").read_text())["metrics"]
+        data["final_evals"].setdefault(name, {})[bench] = {
+            "n": m["n"],
+            "pearson": m["pearson"],
+            "pearson_ci": m["pearson_ci"],
+            "check_accuracy": (m.get("checks") or {}).get("accuracy"),
+        }
     data["command"] = "python scripts/judge_curves.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
-    data["curve"] = {"benchmark": "each run's eval split (see runs)", "limit": "see runs"}
+    evals = ", ".join(
+        f"{n}: {r['eval_limit']} {r['eval_split']} items" for n, r in data["runs"].items()
+    )
+    data["curve"] = {"title": f"periodic evaluation ({evals})"}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
     plot_curves(data, Path(args.png), xlabel="training examples seen")

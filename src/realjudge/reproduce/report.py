@@ -266,7 +266,8 @@ def plot_curves(
                 ax.plot(steps, means, marker="o", label=run)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"periodic evaluation: first {c.get('limit')} items of {c.get('benchmark')}")
+        title = f"periodic evaluation: first {c.get('limit')} items of {c.get('benchmark')}"
+        ax.set_title(c.get("title") or title)
         ax.axhline(0.0, color="grey", lw=0.5)
         ax.legend(fontsize=8)
     fig.tight_layout()
