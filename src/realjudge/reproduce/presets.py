@@ -300,7 +300,7 @@ def _powered() -> Experiment:
         notes="Budgets: TRACT's 300 steps of 8 are where its curve flattens "
         "(docs/results-notes.md); SFT and RAFT get the same 300 steps and keep the weights of "
         "their best evaluation on the validation split. Cost on 2 CPU cores, from measured "
-        "step times: about 7 h for the three seeds -- run it one seed at a time "
+        "step times: about 2.8 h a seed, 8.5 h for three -- run it one seed at a time "
         "(--seeds 1, then --seeds 3: finished runs are reused, a killed one resumes from its "
         "last checkpoint) or on a GPU.",
     )
