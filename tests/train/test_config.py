@@ -58,6 +58,16 @@ def test_layers_defaults_preset_file_overrides(tmp_path):
     assert cfg.rail_normalize is False and cfg.fmt == "overall"  # authors' variant
 
 
+def test_unquoted_mixed_precision_no_in_yaml_means_no(tmp_path):
+    # YAML 1.1 reads `no` as false; accelerate's own yaml quotes it, users often do not
+    f = tmp_path / "c.yaml"
+    f.write_text("method: sft\nmixed_precision: no\n")
+    assert build_config(file=f).mixed_precision == "no"
+    f.write_text("method: sft\nmixed_precision: true\n")
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        build_config(file=f)
+
+
 def test_json_file_and_cli_style_overrides(tmp_path):
     f = tmp_path / "c.json"
     f.write_text(

@@ -90,7 +90,7 @@ def test_lora_trains_adapters_and_exports_a_merged_model(tmp_path, tokenizer):
             learning_rate=1e-2,
         )
     )
-    lm = load_model(str(res.out), device="cpu")
+    lm = load_model(str(res.out), device="cpu", dtype="float32")
     state = lm.model.state_dict()
     assert not any("lora" in k for k in state)
     base = build_tiny_model(tokenizer, seed=0).state_dict()
@@ -104,7 +104,7 @@ def test_lora_trains_adapters_and_exports_a_merged_model(tmp_path, tokenizer):
 
 def test_freeze_layers_trains_only_the_upper_layers(tmp_path, tokenizer):
     res = train(quick_config("tract", tmp_path, freeze_layers=1, max_steps=2, learning_rate=1e-2))
-    state = load_model(str(res.out), device="cpu").model.state_dict()
+    state = load_model(str(res.out), device="cpu", dtype="float32").model.state_dict()
     base = build_tiny_model(tokenizer, seed=0).state_dict()
     frozen = [k for k in state if k.startswith(("model.embed_tokens.", "model.layers.0."))]
     trained = [k for k in state if k.startswith("model.layers.1.") and k.endswith("proj.weight")]
@@ -142,7 +142,7 @@ def test_warm_start_from_a_lora_checkpoint_dir_merges_it(tmp_path):
     )
     ckpt = lora.out / "checkpoints" / "step-000002"
     model, tok = load_init_from(ckpt, "float32")
-    exported = load_model(str(lora.out), device="cpu").model.state_dict()
+    exported = load_model(str(lora.out), device="cpu", dtype="float32").model.state_dict()
     got = model.state_dict()
     assert not any("lora" in k for k in got)
     for k, v in exported.items():
@@ -171,7 +171,7 @@ def test_non_finite_loss_skips_the_update_and_goes_on(tmp_path, monkeypatch):
     res = train(quick_config("sft", tmp_path, max_steps=3))
     skipped = [r["updates/skipped_nonfinite"] for r in _log(res.out) if "loss" in r]
     assert skipped == [0.0, 1.0, 0.0]
-    lm = load_model(str(res.out), device="cpu")
+    lm = load_model(str(res.out), device="cpu", dtype="float32")
     assert all(torch.isfinite(p).all() for p in lm.model.parameters())
 
 
@@ -232,7 +232,7 @@ def test_exported_model_is_a_judge(tmp_path):
     from realjudge.inference.judge import Judge, JudgeConfig
 
     res = train(quick_config("raft", tmp_path, max_steps=1))
-    lm = load_model(str(res.out), device="cpu")
+    lm = load_model(str(res.out), device="cpu", dtype="float32")
     records = load_records(str(tmp_path / "data.jsonl")).records
     rows = Judge(lm.model, lm.tokenizer, JudgeConfig(progress=False)).predict_all(records)
     assert len(rows) == 4 and all(1.0 <= r["prediction"] <= 5.0 for r in rows)

@@ -650,6 +650,8 @@ def _check_keys(cls: type[TrainConfig], layer: dict[str, Any], source: str) -> N
 def _coerce(cls: type[TrainConfig], key: str, value: Any) -> Any:
     """Check ``value`` against the field's annotation, converting the harmless cases."""
     hint = typing.get_type_hints(cls)[key]
+    if key == "mixed_precision" and value is False:
+        value = "no"  # YAML 1.1 reads an unquoted `mixed_precision: no` as false
     try:
         return _coerce_to(hint, value)
     except (TypeError, ValueError):
