@@ -931,7 +931,8 @@ def _add_report(sub: Any) -> None:
         "or the results.json of 'realjudge reproduce' output dirs) and the JSON of "
         "'realjudge bench ... --json' runs: tables and plots are drawn from the JSON numbers "
         "alone, headed by this command and the git commit. Runs nothing itself. With --export, "
-        "write a reproduce dir's results as the JSON to commit instead.",
+        "write a reproduce dir's results as the JSON to commit instead; with --merge, join "
+        "the results of one preset run on disjoint seeds into that JSON.",
     )
     p.add_argument(
         "--results",
@@ -962,10 +963,19 @@ def _add_report(sub: Any) -> None:
         "repository JSON (default: off)",
     )
     p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON|DIR",
+        help="instead of a document, merge results of one preset run on disjoint seeds (e.g. "
+        "one seed a session: 'reproduce --first-seed 1 --seeds 1', each exported) into one "
+        "repository JSON, its intervals and claims computed on all seeds (default: off)",
+    )
+    p.add_argument(
         "--to",
         default=None,
         metavar="JSON",
-        help="where --export writes (default: docs/results/<preset>.json)",
+        help="where --export or --merge writes (default: docs/results/<preset>.json)",
     )
     p.set_defaults(handler=_run_report)
 
@@ -980,8 +990,13 @@ def _run_report(args: argparse.Namespace) -> int:
 
         print(f"wrote {export_results(args.export, args.to)}")
         return 0
+    if args.merge:
+        from realjudge.reproduce.report import merge_and_write
+
+        print(f"wrote {merge_and_write(args.merge, args.to)}")
+        return 0
     if args.to:
-        raise ValueError("--to needs --export")
+        raise ValueError("--to needs --export or --merge")
     path = build_document(
         args.results,
         args.bench,

@@ -218,3 +218,54 @@ def test_check_accuracy_intervals_stay_within_zero_and_one(run_dir):
         for m in per.values():
             lo, hi = m["check_accuracy"]["ci95"]
             assert lo is None or 0.0 <= lo <= hi <= 1.0
+
+
+def _seed_part(data: dict, seeds: list[int], commit: str) -> dict:
+    """``data`` as if only ``seeds`` had been run (one session's share), exported."""
+    keep = {str(s) for s in seeds}
+    part = json.loads(json.dumps(data))
+    part["seeds"] = seeds
+    for key in ("per_seed", "curves", "throughput"):
+        part[key] = {r: {s: v for s, v in t.items() if s in keep} for r, t in part[key].items()}
+    part["timings_s"] = {
+        r: {k: v for k, v in t.items() if not k.startswith("seed") or k[4:].split("_")[0] in keep}
+        for r, t in part["timings_s"].items()
+    }
+    part["command"] = f"realjudge reproduce --preset cpu-test --first-seed {seeds[0]}"
+    part["commit"] = commit
+    for key in ("aggregate", "claims", "best_runs"):
+        part.pop(key, None)
+    return repository_json(part)
+
+
+def test_merging_one_seed_a_session_equals_the_three_seed_run(run_dir, tmp_path):
+    whole = repository_json(json.loads((run_dir / "results.json").read_text()))
+    files = []
+    for seeds in ([2], [0], [1]):  # any order
+        f = tmp_path / f"seed{seeds[0]}.json"
+        f.write_text(json.dumps(_seed_part(whole, seeds, commit="abc")))
+        files.append(str(f))
+    to = tmp_path / "merged.json"
+    assert main(["report", "--merge", *files, "--to", str(to)]) == 0
+    merged = json.loads(to.read_text())
+    assert validate_results_json(merged) == []
+    assert merged["seeds"] == [0, 1, 2] and merged["commit"] == "abc"
+    for key in ("per_seed", "curves", "throughput", "aggregate", "claims", "best_runs"):
+        assert merged[key] == whole[key], key
+    assert merged["timings_s"]["REAL"] == whole["timings_s"]["REAL"]
+    assert merged["command"].split("; ")[0].endswith("--first-seed 0")
+    assert stale_claims(merged) == []
+
+
+def test_merge_refuses_other_designs_and_shared_seeds(run_dir, tmp_path):
+    from realjudge.reproduce.report import merge_results
+
+    whole = repository_json(json.loads((run_dir / "results.json").read_text()))
+    a, b = _seed_part(whole, [0], "abc"), _seed_part(whole, [1], "abd")
+    other = json.loads(json.dumps(b))
+    other["runs"][1]["max_steps"] = 99
+    with pytest.raises(ValueError, match="runs"):
+        merge_results([a, other])
+    with pytest.raises(ValueError, match=r"seeds \[0\]"):
+        merge_results([a, _seed_part(whole, [0, 2], "abc")])
+    assert merge_results([a, b])["commit"] == "abc+abd"  # different commits: kept, warned

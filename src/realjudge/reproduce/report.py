@@ -530,6 +530,102 @@ def export_results(run_dir: str | Path, to: str | Path | None = None) -> Path:
     return path
 
 
+#: Keys that must be equal in results merged by :func:`merge_results` (the design of the
+#: experiment); ``runs`` and ``benchmarks`` are compared without their measured fields.
+DESIGN_KEYS = (
+    "preset",
+    "in_domain",
+    "out_of_domain",
+    "train_preset",
+    "common",
+    "eval_max_new_tokens",
+    "curve",
+)
+#: Keys holding ``{run: {seed: ...}}``: merged seed by seed.
+PER_SEED_KEYS = ("per_seed", "curves", "check_curves", "throughput")
+
+
+def _design(data: Mapping[str, Any]) -> dict[str, Any]:
+    runs = [{k: v for k, v in r.items() if k != "steps"} for r in data["runs"]]
+    benches = [{k: v for k, v in b.items() if k != "n_items"} for b in data["benchmarks"]]
+    return {"runs": runs, "benchmarks": benches, **{k: data.get(k) for k in DESIGN_KEYS}}
+
+
+def merge_results(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One repository results JSON from ``parts`` (repository form, :func:`repository_json`)
+    of the same experiment run on disjoint seeds -- e.g. one seed a session, each exported on
+    its own: ``per_seed``, curves, check curves, throughput and per-seed timings are joined
+    seed by seed, and the aggregates and claims are computed again on all seeds. ``command``
+    and ``commit`` list every part's (``; `` / ``+``-joined, first-seed part first); the scatter
+    points are the first seed's. Raises ``ValueError`` when the parts differ in design
+    (:data:`DESIGN_KEYS`, runs, benchmarks) or share a seed."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    parts = sorted(parts, key=lambda d: min(d["seeds"], default=0))
+    first = parts[0]
+    seen: set[int] = set()
+    for i, part in enumerate(parts):
+        if i and _design(part) != _design(first):
+            diff = [k for k, v in _design(part).items() if v != _design(first)[k]]
+            raise ValueError(
+                f"results of seeds {part['seeds']} differ from those of seeds "
+                f"{first['seeds']} in {diff}: not the same experiment"
+            )
+        shared = seen & set(part["seeds"])
+        if shared:
+            raise ValueError(f"seeds {sorted(shared)} are in more than one of the results")
+        seen |= set(part["seeds"])
+    merged: dict[str, Any] = json.loads(json.dumps(first))
+    merged["seeds"] = sorted(seen)
+    for key in PER_SEED_KEYS:
+        table: dict[str, dict[str, Any]] = {}
+        for part in parts:
+            for run, by_seed in (part.get(key) or {}).items():
+                table.setdefault(run, {}).update(by_seed)
+        if table or key in merged:
+            merged[key] = table
+    timings: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for run, t in (part.get("timings_s") or {}).items():
+            for name, value in t.items():
+                timings.setdefault(run, {}).setdefault(name, value)  # seed keys are distinct
+    if timings:
+        timings.pop("total", None)  # the wall time of one invocation: meaningless when merged
+        merged["timings_s"] = timings
+    for key, sep in (("command", "; "), ("commit", "+")):
+        merged[key] = sep.join(dict.fromkeys(str(p[key]) for p in parts))
+    if len({p["commit"] for p in parts}) > 1:
+        log.warning(
+            "merging results of different commits (%s): check that the training code did "
+            "not change between them",
+            merged["commit"],
+        )
+    merged = complete_results(merged)
+    problems = validate_results_json(merged)
+    if problems:  # pragma: no cover - the parts validated, and merging keeps the shape
+        raise ValueError("merged results do not validate: " + "; ".join(problems))
+    return merged
+
+
+def merge_and_write(sources: Sequence[str | Path], to: str | Path | None = None) -> Path:
+    """Merge the results in ``sources`` (repository JSON files or reproduce output dirs, as
+    ``realjudge report --results`` reads them) with :func:`merge_results` and write the
+    repository JSON to ``to`` (default ``docs/results/<preset>.json``); return its path."""
+    from realjudge.reproduce.document import load_results
+
+    parts = []
+    for source in sources:
+        _, data = load_results(source)
+        if data is None:
+            raise ValueError(f"{source}: a bench JSON, not experiment results")
+        parts.append(data)
+    merged = merge_results(parts)
+    path = Path(to) if to else Path("docs/results") / f"{merged['preset']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2, allow_nan=False) + "\n")
+    return path
+
+
 def _same(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is b
