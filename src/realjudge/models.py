@@ -201,6 +201,43 @@ def generation_dtype(mixed_precision: str, device: torch.device | str) -> torch.
     return None
 
 
+def cpu_name() -> str | None:
+    """This processor's model name (``/proc/cpuinfo`` ``model name``, else
+    ``platform.processor()``); ``None`` when neither says."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> dict[str, Any]:
+    """What a run's numbers depend on besides its config: the processor (and GPU), the
+    precision that ``auto`` resolves to here for training (``mixed_precision``, as
+    :func:`pick_mixed_precision`) and evaluation (:func:`pick_dtype`), torch's version and its
+    thread count. Runs on two machines with the same config can differ only through these."""
+    dev = pick_device(device)
+    on_gpu = dev.type == "cuda"
+    train = str(mixed_precision)
+    if train == "auto":
+        train = os.environ.get("ACCELERATE_MIXED_PRECISION") or pick_mixed_precision(on_gpu)
+    return {
+        "cpu": cpu_name(),
+        "gpu": torch.cuda.get_device_name(dev) if on_gpu else None,
+        "cpu_fast_bf16": native_cpu_bf16(),
+        "train_mixed_precision": train,
+        "eval_dtype": str(pick_dtype(dev)).removeprefix("torch."),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def _embedded_checkpoint() -> Path:
     """A transformers checkpoint of the embedded model, made from the GGUF file once."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -33,6 +33,15 @@ RUNS = [
     RunSpec("REAL", "real", 4, init_from="TRACT"),
     RunSpec("REAL[beta=0.1]", "real", 4, init_from="TRACT", variant_of="REAL"),
 ]
+ENV = {
+    "cpu": "AMD EPYC",
+    "gpu": None,
+    "cpu_fast_bf16": True,
+    "train_mixed_precision": "bf16",
+    "eval_dtype": "bfloat16",
+    "torch": "2.13.0+cpu",
+    "threads": 2,
+}
 LIFT = {"base": 0.0, "RAFT": 0.1, "TRACT": 0.2, "GRPO": 0.25, "REAL": 0.4, "REAL[beta=0.1]": 0.3}
 
 
@@ -85,6 +94,7 @@ def fake_results(root) -> dict:
         "per_seed": per_seed,
         "curves": curves,
         "throughput": throughput,
+        "environment": {str(s): dict(ENV) for s in seeds},
         "timings_s": {**timings, "total": {"wall_s": 1.0}},
         "predictions": predictions,
         "notes": "",
@@ -227,6 +237,7 @@ def _seed_part(data: dict, seeds: list[int], commit: str) -> dict:
     part["seeds"] = seeds
     for key in ("per_seed", "curves", "throughput"):
         part[key] = {r: {s: v for s, v in t.items() if s in keep} for r, t in part[key].items()}
+    part["environment"] = {s: e for s, e in part["environment"].items() if s in keep}
     part["timings_s"] = {
         r: {k: v for k, v in t.items() if not k.startswith("seed") or k[4:].split("_")[0] in keep}
         for r, t in part["timings_s"].items()
@@ -250,7 +261,15 @@ def test_merging_one_seed_a_session_equals_the_three_seed_run(run_dir, tmp_path)
     merged = json.loads(to.read_text())
     assert validate_results_json(merged) == []
     assert merged["seeds"] == [0, 1, 2] and merged["commit"] == "abc"
-    for key in ("per_seed", "curves", "throughput", "aggregate", "claims", "best_runs"):
+    for key in (
+        "per_seed",
+        "curves",
+        "throughput",
+        "environment",
+        "aggregate",
+        "claims",
+        "best_runs",
+    ):
         assert merged[key] == whole[key], key
     assert merged["timings_s"]["REAL"] == whole["timings_s"]["REAL"]
     assert merged["command"].split("; ")[0].endswith("--first-seed 0")
@@ -269,3 +288,38 @@ def test_merge_refuses_other_designs_and_shared_seeds(run_dir, tmp_path):
     with pytest.raises(ValueError, match=r"seeds \[0\]"):
         merge_results([a, _seed_part(whole, [0, 2], "abc")])
     assert merge_results([a, b])["commit"] == "abc+abd"  # different commits: kept, warned
+
+
+def test_merge_records_and_reports_each_seeds_machine(run_dir, tmp_path, caplog):
+    """Seeds run in different sessions may land on machines where ``auto`` resolves to a
+    different precision: the merge keeps each seed's record, warns, and the document says it."""
+    from realjudge.reproduce.report import environment_md, merge_results, render_results
+
+    whole = repository_json(json.loads((run_dir / "results.json").read_text()))
+    parts = [_seed_part(whole, [s], "abc") for s in (0, 1, 2)]
+    intel = {**ENV, "cpu": "Intel Xeon", "cpu_fast_bf16": False}
+    parts[2]["environment"] = {
+        "2": {**intel, "train_mixed_precision": "no", "eval_dtype": "float32"}
+    }
+    with caplog.at_level("WARNING"):
+        same = merge_results(parts[:2])
+    assert "same kind of machine" not in caplog.text
+    assert environment_md(same) == (
+        "Machines: seeds 0, 1: AMD EPYC, 2 threads, training bf16 autocast, evaluation bfloat16."
+    )
+    with caplog.at_level("WARNING"):
+        mixed = merge_results(parts)
+    assert "same kind of machine" in caplog.text
+    assert mixed["environment"]["2"]["cpu"] == "Intel Xeon"
+    md = environment_md(mixed)
+    assert "seeds 0, 1: AMD EPYC" in md
+    assert "seed 2: Intel Xeon, 2 threads, training fp32, evaluation float32" in md
+    assert md in render_results(mixed)
+    del parts[1]["environment"]  # a part exported before seeds recorded their machine
+    assert environment_md(merge_results(parts[:2])).endswith("; seed 1: not recorded.")
+
+
+def test_schema_check_rejects_a_malformed_environment(run_dir):
+    data = repository_json(json.loads((run_dir / "results.json").read_text()))
+    data["environment"] = {"0": "AMD"}
+    assert validate_results_json(data) == ["results.environment: expected {seed: {field: value}}"]

@@ -299,10 +299,10 @@ def _powered() -> Experiment:
         validation=Benchmark("embedded-validation", "embedded", "validation", 60, "in"),
         notes="Budgets: TRACT's 300 steps of 8 are where its curve flattens "
         "(docs/results-notes.md); SFT and RAFT get the same 300 steps and keep the weights of "
-        "their best evaluation on the validation split. Cost on 2 CPU cores, from measured "
-        "step times: about 2.8 h a seed, 8.5 h for three -- run it one seed at a time "
-        "(--seeds 1, then --seeds 3: finished runs are reused, a killed one resumes from its "
-        "last checkpoint) or on a GPU.",
+        "their best evaluation on the validation split. Cost on 2 CPU cores: about 2.5 h a seed "
+        "in bf16 (an AMD EPYC with avx512_bf16), more in fp32 -- run one seed a session "
+        "(--first-seed K --seeds 1), export each and join them with `realjudge report "
+        "--merge` (docs/reproduce.md); a killed run resumes from its last checkpoint.",
     )
 
 

@@ -173,6 +173,35 @@ def _diagnostics_md(results: Mapping[str, Any], agg: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def precision_of(env: Mapping[str, Any]) -> str:
+    """One seed's machine and precision in a few words, e.g. ``AMD EPYC, 2 threads, training
+    bf16 autocast, evaluation bfloat16``."""
+    train = env.get("train_mixed_precision")
+    train = "fp32" if train in ("no", None) else f"{train} autocast"
+    where = env.get("gpu") or env.get("cpu") or "unknown machine"
+    threads = f", {env['threads']} threads" if env.get("threads") and not env.get("gpu") else ""
+    return f"{where}{threads}, training {train}, evaluation {env.get('eval_dtype', '?')}"
+
+
+def environment_md(results: Mapping[str, Any]) -> str | None:
+    """``Machines: seeds 0, 1: ...; seed 2: ...`` from ``results['environment']`` (seeds
+    grouped by identical machine and precision); ``None`` when nothing is recorded."""
+    env = results.get("environment") or {}
+    if not env:
+        return None
+    groups: dict[str, list[str]] = {}
+    for seed in sorted(env, key=int):
+        groups.setdefault(precision_of(env[seed]), []).append(seed)
+    missing = [str(s) for s in results.get("seeds", []) if str(s) not in env]
+    if missing:
+        groups.setdefault("not recorded", []).extend(missing)
+    text = "; ".join(
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {what}"
+        for what, seeds in groups.items()
+    )
+    return f"Machines: {text}."
+
+
 def results_markdown(
     results: Mapping[str, Any], agg: Mapping[str, Any], claims: Sequence[Any]
 ) -> str:
@@ -199,6 +228,9 @@ def results_markdown(
         commit = results.get("commit")
         at = f" at commit `{commit}`" if commit and commit != "unknown" else ""
         parts += ["", f"Command: `{results['command']}`{at}"]
+    machines = environment_md(results)
+    if machines:
+        parts += ["", machines]
     parts += [
         "",
         "### RAIL (expected score): Pearson (P) and Spearman (S)",
@@ -465,7 +497,8 @@ def validate_results_json(data: Any) -> list[str]:
     or null for the starting model, ``steps`` an integer); ``claims`` (``claim``,
     ``difference``, ``ci_low``, ``ci_high`` numbers or null, ``verdict``); ``per_seed``
     (``{run: {seed: {benchmark: {metric: number or null}}}}``, every run in it); ``in_domain`` and
-    ``out_of_domain`` (benchmark names)."""
+    ``out_of_domain`` (benchmark names). Optional: ``environment`` (``{seed: {field: value}}``,
+    the machine and precision of each seed's runs)."""
     problems = _type_problems("results", data, TOP_FIELDS)
     if problems:
         return problems
@@ -485,6 +518,11 @@ def validate_results_json(data: Any) -> list[str]:
     for key in ("in_domain", "out_of_domain"):
         if not all(isinstance(n, str) and n in names for n in data[key]):
             problems.append(f"results.{key}: expected names of benchmarks")
+    env = data.get("environment")
+    if env is not None and not (
+        isinstance(env, dict) and all(isinstance(e, dict) for e in env.values())
+    ):
+        problems.append("results.environment: expected {seed: {field: value}}")
     for run, seeds in data["per_seed"].items():
         for seed, per_bench in seeds.items() if isinstance(seeds, dict) else [(None, None)]:
             ok = isinstance(per_bench, dict) and all(
@@ -584,6 +622,20 @@ def merge_results(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 table.setdefault(run, {}).update(by_seed)
         if table or key in merged:
             merged[key] = table
+    environment: dict[str, Any] = {}
+    for part in parts:
+        environment.update(part.get("environment") or {})
+    if environment:
+        merged["environment"] = environment
+    kinds = {seed: precision_of(e) for seed, e in environment.items()}
+    if len(set(kinds.values())) > 1 or len(environment) < len(seen):
+        log.warning(
+            "the seeds did not all run on the same kind of machine and precision (%s; seeds "
+            "without a record: %s): the differences are still paired within each seed, but "
+            "the spread over seeds mixes machines",
+            "; ".join(f"seed {k}: {v}" for k, v in sorted(kinds.items())) or "none recorded",
+            sorted(seen - {int(k) for k in environment}) or "none",
+        )
     timings: dict[str, dict[str, Any]] = {}
     for part in parts:
         for run, t in (part.get("timings_s") or {}).items():

@@ -548,6 +548,7 @@ def _prediction_paths(run_dir: Path, benches: list[Benchmark]) -> dict[str, str]
 
 def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     """Run the experiment; write and return ``results.json`` (see :mod:`realjudge.reproduce`)."""
+    from realjudge.models import runtime_environment
     from realjudge.reproduce.report import write_results
 
     exp = resolve(cfg)
@@ -568,6 +569,9 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     timings: dict[str, dict[str, float]] = {}
     throughput: dict[str, dict[str, dict[str, float | None]]] = {}
     predictions: dict[str, dict[str, str]] = {}
+    # the machine and the precision `auto` resolves to, per seed: seeds run in different
+    # sessions may land on different machines (see `report --merge`)
+    environment: dict[str, dict[str, Any]] = {}
     t_start = time.perf_counter()
 
     def evaluate_model(model: str, cot: bool, where: Path) -> tuple[dict[str, Any], float]:
@@ -588,6 +592,9 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
         predictions[base.name] = _prediction_paths(out / "base", exp.benchmarks)
 
     for seed in seeds:
+        environment[str(seed)] = runtime_environment(
+            device, str(exp.common.get("mixed_precision", "auto"))
+        )
         trained: dict[str, Path] = {}
         for run in exp.runs:
             if run.method is None:
@@ -628,6 +635,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
         "curves": curves,
         "check_curves": check_curves,
         "throughput": throughput,
+        "environment": environment,
         "timings_s": {**timings, "total": {"wall_s": time.perf_counter() - t_start}},
         "predictions": predictions,
         "notes": exp.notes,
