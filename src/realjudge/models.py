@@ -190,6 +190,14 @@ def pick_mixed_precision(on_gpu: bool, *, cpu_bf16: bool | None = None) -> str:
     return "no"
 
 
+def resolve_mixed_precision(mixed_precision: str, on_gpu: bool) -> str:
+    """``mixed_precision`` as accelerate will use it: ``auto`` becomes what ``accelerate
+    launch`` exported (``ACCELERATE_MIXED_PRECISION``), else :func:`pick_mixed_precision`."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    return os.environ.get("ACCELERATE_MIXED_PRECISION") or pick_mixed_precision(on_gpu)
+
+
 def generation_dtype(mixed_precision: str, device: torch.device | str) -> torch.dtype | None:
     """The dtype a training run samples its rollouts in: bf16 on a CPU run with bf16 mixed
     precision (a bf16 copy of the fp32 master weights, see
@@ -224,9 +232,7 @@ def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> 
     thread count. Runs on two machines with the same config can differ only through these."""
     dev = pick_device(device)
     on_gpu = dev.type == "cuda"
-    train = str(mixed_precision)
-    if train == "auto":
-        train = os.environ.get("ACCELERATE_MIXED_PRECISION") or pick_mixed_precision(on_gpu)
+    train = resolve_mixed_precision(str(mixed_precision), on_gpu)
     return {
         "cpu": cpu_name(),
         "gpu": torch.cuda.get_device_name(dev) if on_gpu else None,

@@ -299,8 +299,9 @@ def _powered() -> Experiment:
         validation=Benchmark("embedded-validation", "embedded", "validation", 60, "in"),
         notes="Budgets: TRACT's 300 steps of 8 are where its curve flattens "
         "(docs/results-notes.md); SFT and RAFT get the same 300 steps and keep the weights of "
-        "their best evaluation on the validation split. Cost on 2 CPU cores: about 2.5 h a seed "
-        "in bf16 (an AMD EPYC with avx512_bf16), more in fp32 -- run one seed a session "
+        "their best evaluation on the validation split. Cost on 2 CPU cores: about 2 h 50 min for "
+        "seed 0 in bf16 on an AMD EPYC, split over two single-thread processes (its timings_s "
+        "in docs/results/parts/cpu-powered/seed0.json) -- run one seed a session "
         "(--first-seed K --seeds 1), export each and join them with `realjudge report "
         "--merge` (docs/reproduce.md); a killed run resumes from its last checkpoint.",
     )

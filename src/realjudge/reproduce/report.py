@@ -179,7 +179,8 @@ def precision_of(env: Mapping[str, Any]) -> str:
     train = env.get("train_mixed_precision")
     train = "fp32" if train in ("no", None) else f"{train} autocast"
     where = env.get("gpu") or env.get("cpu") or "unknown machine"
-    threads = f", {env['threads']} threads" if env.get("threads") and not env.get("gpu") else ""
+    n = env.get("threads")
+    threads = f", {n} thread{'s' if n != 1 else ''}" if n and not env.get("gpu") else ""
     return f"{where}{threads}, training {train}, evaluation {env.get('eval_dtype', '?')}"
 
 

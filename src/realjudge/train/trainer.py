@@ -141,12 +141,10 @@ def make_objective(cfg: TrainConfig) -> Any:
 def make_accelerator(cfg: TrainConfig) -> Any:
     from accelerate import Accelerator
 
-    from realjudge.models import pick_mixed_precision
+    from realjudge.models import resolve_mixed_precision
 
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        on_gpu = cfg.device != "cpu" and torch.cuda.is_available()
-        mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or pick_mixed_precision(on_gpu)
+    on_gpu = cfg.device != "cpu" and torch.cuda.is_available()
+    mp = resolve_mixed_precision(cfg.mixed_precision, on_gpu)
     return Accelerator(
         cpu=cfg.device == "cpu",
         mixed_precision=mp,
