@@ -21,8 +21,11 @@ from realjudge.methods import (
     loo_advantages,
     normalize_by_group_std,
     probability_reward,
+    real_advantages,
     regression_reward,
+    tied_groups,
 )
+from realjudge.methods.losses import RealLossConfig
 
 SCORES = torch.arange(1.0, 6.0)
 # two groups of G=4: sums 12 and 0
@@ -86,6 +89,60 @@ def test_std_normalisation_hand_computed() -> None:
     out2 = normalize_by_group_std(group_mean_advantages(flat, 3), 3, std_of=flat)
     assert out2[:3].abs().max() == 0
     torch.testing.assert_close(out2[3:], torch.tensor([-1.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+
+
+# a float32 reward shared by all 8 rollouts of a group (half of all float32 values in (-1, 0)
+# make the naive float32 LOO baseline of 8 equal rewards miss by an ulp; this is one of them)
+TIED = torch.full((8,), -0.9999, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("g", [2, 3, 7, 8])
+def test_a_group_with_one_reward_gets_exactly_zero_advantage(g: int) -> None:
+    rewards = torch.cat([TIED[:1].expand(g), torch.arange(g, dtype=torch.float32)])
+    assert tied_groups(rewards, g).tolist() == [True] * g + [False] * g
+    for adv in (loo_advantages(rewards, g), group_mean_advantages(rewards, g)):
+        assert adv.dtype == torch.float32
+        assert adv[:g].tolist() == [0.0] * g  # bit for bit, not a rounding error
+        # ... so no eps, however small, turns it into a signal
+        normed = normalize_by_group_std(adv, g, eps=1e-12, std_of=rewards)
+        assert normed[:g].tolist() == [0.0] * g
+        assert normed[g:].abs().max() > 0.1
+
+
+def test_float32_loo_of_equal_rewards_was_a_rounding_error() -> None:
+    """The case the exact zero guards against: the naive float32 LOO baseline of eight equal
+    rewards is off by an ulp, and dividing by (std 0 + 1e-6) made it an advantage of ~0.06."""
+    total = TIED.sum()
+    naive = TIED - (total - TIED) / 7
+    assert naive.abs().max() > 0  # the rounding error exists in float32
+    assert (naive.abs().max() / 1e-6) > 0.01
+    assert loo_advantages(TIED, 8).abs().max() == 0
+
+
+def test_std_eps_bounds_how_far_tiny_differences_are_blown_up() -> None:
+    # one group whose rewards differ by ~1e-6 (float32 noise of a nearly sure judge), one real
+    noise = torch.tensor([-1e-6, 0.0, 1e-6, 0.0], dtype=torch.float32)
+    real = torch.tensor([-1.0, 0.0, -4.0, 0.0])
+    rewards = torch.cat([noise, real])
+    adv = loo_advantages(rewards, 4)
+    small = normalize_by_group_std(adv, 4, eps=1e-6, std_of=rewards)
+    large = normalize_by_group_std(adv, 4, eps=1e-4, std_of=rewards)
+    assert small[:4].abs().max() > 0.5  # noise as loud as a real difference
+    assert large[:4].abs().max() < 0.02  # damped by s / (s + eps)
+    torch.testing.assert_close(small[4:], large[4:], rtol=1e-3, atol=0)  # real ones barely move
+
+
+def test_real_advantages_of_a_sure_judge_are_zero() -> None:
+    """A judge that puts all its mass on one score in all 8 rollouts: REAL's advantages (both
+    parts, default config) are exactly zero and the group counts as tied."""
+    probs = torch.zeros(16, 5)
+    probs[:8, 3] = 1.0  # says 4; gold 5
+    probs[8:, 4] = 1.0  # says 5; gold 5
+    gold = torch.full((16,), 5.0)
+    adv, metrics = real_advantages(probs, SCORES, gold, 8, RealLossConfig())
+    assert adv.abs().max().item() == 0.0
+    assert metrics["frac_groups_zero_std"] == 1.0
+    assert RealLossConfig().std_eps == 1e-4
 
 
 def test_clip_advantages() -> None:

@@ -45,6 +45,9 @@ def test_real_defaults_are_the_authors():
         0.0,
     )
     assert cfg.ppo_epochs == 3 and cfg.clip_eps is None and cfg.pg_agg == "token-mean"
+    assert cfg.std_eps == 1e-4  # ours, not theirs: see the field's documentation
+    with pytest.raises(ConfigError, match="std_eps"):
+        REALConfig(std_eps=0.0)
 
 
 def test_layers_defaults_preset_file_overrides(tmp_path):

@@ -104,6 +104,11 @@ def test_real_refinement_lowers_squared_error(setup):
     assert refine[-1] < refine[0] * 0.5, refine
 
 
+def test_real_std_eps_reaches_the_loss(setup):
+    _, _, _, objective, *_ = setup("real", num_generations=2, std_eps=3e-3)
+    assert objective.loss_cfg.std_eps == 3e-3
+
+
 def test_real_rollouts_are_cut_at_the_cue_and_masked(setup):
     cfg, ctx, model, objective, items, update = setup("real")
     assert isinstance(objective, REALObjective)

@@ -17,6 +17,7 @@ from realjudge.methods.advantages import (
     normalize_by_group_std,
     probability_reward,
     regression_reward,
+    tied_groups,
 )
 from realjudge.methods.losses import (
     Aggregation,
@@ -60,6 +61,7 @@ __all__ = [
     "masked_aggregate",
     "masked_ce",
     "normalize_by_group_std",
+    "tied_groups",
     "policy_gradient_loss",
     "probability_reward",
     "real_advantages",

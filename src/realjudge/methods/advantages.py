@@ -64,22 +64,40 @@ def leave_one_out_baseline(rewards: torch.Tensor, group_size: int) -> torch.Tens
     return ((total - r) / (group_size - 1)).reshape(-1)
 
 
+def tied_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``BoolTensor [B*G]``: whether the rollout's group has one reward for all its rollouts
+    (bit for bit). Such a group carries no comparative signal: its advantages are exactly 0."""
+    r = group_rewards_view(rewards, group_size)
+    tied = r.max(dim=1, keepdim=True).values == r.min(dim=1, keepdim=True).values
+    return tied.expand_as(r).reshape(-1)
+
+
+def _centred(rewards: torch.Tensor, group_size: int, baseline: torch.Tensor) -> torch.Tensor:
+    """``rewards - baseline`` computed in float64, exactly 0 in tied groups, in the rewards'
+    dtype. Without both, a group of equal float32 rewards gets advantages of a rounding error
+    (~6e-8 for rewards near 1), which a later division by the group std + eps blows up."""
+    adv = rewards.double() - baseline
+    adv = torch.where(tied_groups(rewards, group_size), torch.zeros_like(adv), adv)
+    return adv.to(rewards.dtype)
+
+
 def loo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """``A_i = r_i - b_i`` with the leave-one-out baseline; ``[B*G] -> [B*G]``.
 
-    Equals ``G / (G - 1) * (r_i - mean_group(r))``; zero for ``G == 1``.
+    Equals ``G / (G - 1) * (r_i - mean_group(r))``; zero for ``G == 1`` and, exactly, in a group
+    whose rewards are all equal.
     """
-    return rewards - leave_one_out_baseline(rewards, group_size)
+    return _centred(rewards, group_size, leave_one_out_baseline(rewards.double(), group_size))
 
 
 def group_mean_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """``A_i = r_i - mean_group(r)`` (baseline includes rollout ``i``); ``[B*G] -> [B*G]``.
 
     This is ``(G - 1) / G`` times the LOO advantage, so it is a (slightly) down-scaled unbiased
-    estimator; zero for ``G == 1``.
+    estimator; zero for ``G == 1`` and, exactly, in a group whose rewards are all equal.
     """
-    r = group_rewards_view(rewards, group_size)
-    return (r - r.mean(dim=1, keepdim=True)).reshape(-1)
+    r = group_rewards_view(rewards.double(), group_size)
+    return _centred(rewards, group_size, r.mean(dim=1, keepdim=True).expand_as(r).reshape(-1))
 
 
 def group_std(values: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -104,7 +122,9 @@ def normalize_by_group_std(
     Args:
         advantages: ``[B*G]`` advantages.
         group_size: ``G``.
-        eps: added to the std, so a group whose rewards are all equal (std 0, advantage 0) stays 0.
+        eps: added to the std, so a group whose rewards are all equal (std 0, advantage 0) stays
+            0; it also bounds how far tiny reward differences are blown up (advantages of a group
+            with reward std ``s`` are scaled by ``s / (s + eps)``).
         std_of: ``[B*G]`` values whose within-group std is used; default ``advantages`` itself.
             Pass the rewards to get the GRPO convention ``(r - b) / (std(r) + eps)``.
 

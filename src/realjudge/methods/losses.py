@@ -40,6 +40,7 @@ from realjudge.methods.advantages import (
     normalize_by_group_std,
     probability_reward,
     regression_reward,
+    tied_groups,
 )
 from realjudge.scoring.rail import expected_score
 
@@ -365,7 +366,7 @@ class RealLossConfig:
         clip_eps: PPO ratio clip (needs ``old_logprobs``); ``None`` = authors' no clipping.
         kl_coef, kl_kind: KL(pi || pi_ref) penalty weight and estimator (needs ``ref_logprobs``).
         entropy_coef: entropy bonus weight (needs ``entropies``).
-        std_eps: epsilon added to the group std.
+        std_eps: epsilon added to the group std (the trainer's ``REALConfig.std_eps``).
         min_prob: floor on ``p(y|x,c)`` before the log of the ``nll`` refinement.
     """
 
@@ -380,7 +381,7 @@ class RealLossConfig:
     kl_coef: float = 0.0
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
     entropy_coef: float = 0.0
-    std_eps: float = 1e-6
+    std_eps: float = 1e-4
     min_prob: float = 1e-12
 
     def __post_init__(self) -> None:
@@ -509,8 +510,7 @@ def real_advantages(
         )
         adv = adv + cfg.lambda_p * adv_p
 
-    grouped = group_rewards_view(r_reg, group_size)
-    zero_std = (grouped.max(dim=1).values == grouped.min(dim=1).values).float().mean()
+    zero_std = tied_groups(r_reg, group_size).float().mean()  # groups are equal-sized
     metrics: dict[str, float] = {"frac_groups_zero_std": zero_std.item()}
     metrics.update(_stats("reward", r_reg))
     metrics.update(_stats("prob_reward", r_p))

@@ -411,6 +411,9 @@ class REALConfig(RolloutConfig):
     Attributes:
         baseline: ``loo`` (leave-one-out) or ``mean`` (group mean).
         normalize_std: divide each advantage part by its group's reward std.
+        std_eps: added to that std. 1e-4 (TRL's GRPO value) rather than verl's 1e-6: a nearly
+            deterministic judge's rewards differ by float32 rounding (~1e-6), which 1e-6 would
+            turn into advantages of full size; a group with one reward gets exactly 0 either way.
         adv_clip: clip each advantage part to ``[-adv_clip, adv_clip]`` (``None``: off).
         lambda_p: weight of the probability reward ``p(y|x,c)`` (authors' ``beta_supp``).
         beta: weight of the refinement term (authors: 0.0 fast, 0.01 best).
@@ -431,6 +434,7 @@ class REALConfig(RolloutConfig):
     ppo_epochs: int = 3
     baseline: str = "loo"
     normalize_std: bool = True
+    std_eps: float = 1e-4
     adv_clip: float | None = 1.0
     lambda_p: float = 1.0
     beta: float = 0.0
@@ -442,6 +446,8 @@ class REALConfig(RolloutConfig):
         self._check_choice("refine_terms", ("sq", "nll", "both"))
         if self.adv_clip is not None and self.adv_clip <= 0:
             raise ConfigError(f"adv_clip must be positive or null, got {self.adv_clip}")
+        if self.std_eps <= 0:
+            raise ConfigError(f"std_eps must be positive, got {self.std_eps}")
 
 
 CONFIG_CLASSES: dict[str, type[TrainConfig]] = {

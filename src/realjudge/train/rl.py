@@ -386,6 +386,7 @@ class REALObjective(_RLObjective):
         self.loss_cfg = RealLossConfig(
             baseline=cfg.baseline,
             normalize_std=cfg.normalize_std,
+            std_eps=cfg.std_eps,
             adv_clip=cfg.adv_clip,
             lambda_p=cfg.lambda_p,
             beta=cfg.beta,
