@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +72,43 @@ def _accelerate() -> list[str]:
     return [found]
 
 
+#: seconds a 2-process launch may take (about 20 s alone on 2 cores)
+LAUNCH_TIMEOUT = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_session(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own session. On a timeout, fail naming the processes of the launch
+    still alive (launcher, agent, ranks) and the outputs it wrote, then kill all of them:
+    ``subprocess.run``'s timeout kills only the launcher and would leave the ranks running."""
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        alive = subprocess.run(
+            ["ps", "-s", str(proc.pid), "-o", "pid,stat,etime,args"], capture_output=True, text=True
+        ).stdout
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(
+            f"the launch did not exit in {LAUNCH_TIMEOUT} s; still running:\n{alive}\n"
+            f"stdout tail:\n{out[-2000:]}\nstderr tail:\n{err[-3000:]}"
+        )
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def _launch(method: str, cfg, out: Path, launcher: str) -> subprocess.CompletedProcess:
     skip = {"method", "model", "data", "out", "max_steps"}
     overrides = [
@@ -85,6 +124,8 @@ def _launch(method: str, cfg, out: Path, launcher: str) -> subprocess.CompletedP
         "2",
         "--num_machines",
         "1",
+        "--main_process_port",  # not 29500: no clash with a launch still shutting down
+        str(_free_port()),
         "--mixed_precision",
         "no",
         "--dynamo_backend",
@@ -104,7 +145,7 @@ def _launch(method: str, cfg, out: Path, launcher: str) -> subprocess.CompletedP
         *overrides,
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    return _run_session(cmd, env)
 
 
 @pytest.mark.parametrize(
@@ -134,3 +175,13 @@ def test_two_processes_equal_one_process(tmp_path, launcher, method):
     assert metrics["last_train_metrics"]["loss"] == pytest.approx(
         single.last_metrics["loss"], rel=1e-4
     )
+
+
+def test_a_hung_launch_fails_naming_its_processes_and_leaves_none(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "LAUNCH_TIMEOUT", 2)
+    # a launcher whose child (a "rank") never exits
+    code = "import subprocess, time; subprocess.Popen(['sleep', '307']); time.sleep(300)"
+    with pytest.raises(pytest.fail.Exception, match=r"did not exit in 2 s(.|\n)*sleep 307"):
+        _run_session([sys.executable, "-c", code], dict(os.environ))
+    left = subprocess.run(["pgrep", "-f", "sleep 307"], capture_output=True, text=True).stdout
+    assert left == ""
