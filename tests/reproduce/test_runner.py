@@ -159,6 +159,27 @@ def test_same_seed_reruns_agree_and_reuse_copies_finished_runs(tmp_path):
     assert again["per_seed"] == res["per_seed"]
 
 
+def test_an_evaluation_is_reused_only_with_its_own_model(tmp_path):
+    """A run retrained with other settings next to a --reuse dir that holds the old run and its
+    evaluations: the new model is evaluated, not given the old model's numbers (the
+    evaluation's settings name the model by its path only)."""
+    common = dict(
+        preset="cpu-embedded", model="tiny", smoke=True, set=["freeze_layers=1"], only=["RAFT"]
+    )
+    old = run_reproduce(ReproduceConfig(**common, out=str(tmp_path / "a")))
+    changed = {**common, "set": [*common["set"], "RAFT.learning_rate=3e-2"]}
+    new = run_reproduce(
+        ReproduceConfig(**changed, out=str(tmp_path / "b"), reuse=[str(tmp_path / "a")])
+    )
+    for bench in ("embedded-test", "embedded-ood"):
+        rel = f"seed0/RAFT/eval-{bench}/predictions.jsonl"
+        assert (tmp_path / "b" / rel).read_text() != (tmp_path / "a" / rel).read_text()
+    assert new["per_seed"]["RAFT"] != old["per_seed"]["RAFT"]
+    # the base model's evaluations (a model outside the run dirs) are still adopted
+    base = "base/eval-embedded-test/predictions.jsonl"
+    assert (tmp_path / "b" / base).read_text() == (tmp_path / "a" / base).read_text()
+
+
 @pytest.mark.integration
 def test_a_killed_reproduce_resumes_its_training_run_mid_run(tmp_path, run_until_killed):
     """``realjudge reproduce`` SIGKILLed in the middle of a training run (step 2's update done,

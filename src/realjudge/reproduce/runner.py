@@ -449,6 +449,23 @@ def _unfinished_checkpoint(out: Path, wanted: Any, root: Path) -> Path | None:
     return ckpt if train_fingerprint(saved, root) == wanted else None
 
 
+def _same_model(model: Path, root: Path, other: Path) -> bool:
+    """Whether the output dir ``other`` holds, where ``root`` holds the run dir ``model``, the
+    same trained model: a finished-training record with the same fingerprint. A model outside
+    ``root`` (the base model, a checkpoint path, a hub id) is named by the evaluation's own
+    settings: always ``True``. A run dir of ``root`` without a training record: ``False``."""
+    try:
+        rel = model.relative_to(root)
+    except ValueError:
+        return True
+    try:
+        saved = json.loads((model / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = _without_restart_keys(portable(saved.get("fingerprint"), root))
+    return _finished(other / rel / DONE_FILE, wanted, other) is not None
+
+
 def eval_run(
     exp: Experiment,
     model: str,
@@ -483,6 +500,9 @@ def eval_run(
     )
     wanted = portable(ecfg.to_dict(), root)  # the flat layout of earlier records
     metrics_path = out / "metrics.json"
+    # the settings name the model by its path only: adopt an evaluation of a run dir only
+    # from a reuse dir whose run there is the same trained model
+    reuse = [d for d in reuse if _same_model(Path(model), root, d)]
     done = _done_before(out, root, reuse, wanted)
     if done is not None and metrics_path.is_file():
         return json.loads(metrics_path.read_text())["metrics"], done
