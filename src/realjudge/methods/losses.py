@@ -731,8 +731,7 @@ def grpo_loss(
     )
     loss = pg + reg_total
 
-    grouped = group_rewards_view(rewards, group_size)
-    zero_std = (grouped.max(dim=1).values == grouped.min(dim=1).values).float().mean()
+    zero_std = tied_groups(rewards, group_size).float().mean()  # groups are equal-sized
     metrics: dict[str, float] = {
         "loss": loss.item(),
         "pg_loss": pg.item(),
