@@ -50,6 +50,7 @@ def fake_results(root) -> dict:
     rng = random.Random(0)
     seeds = [0, 1, 2]
     per_seed, curves, predictions, timings, throughput = {}, {}, {}, {}, {}
+    signal: dict = {}
     for run in RUNS:
         per_seed[run.name] = {}
         for s in seeds:
@@ -72,6 +73,11 @@ def fake_results(root) -> dict:
         }
         timings[run.name] = {f"seed{s}_train_s": 10.0 + s for s in seeds}
         throughput[run.name] = {str(s): {"rollout_tokens_per_s": 50.0} for s in seeds}
+        rl = run.method in ("grpo", "real")
+        signal[run.name] = {
+            str(s): {"tied_groups": 0.5 + 0.1 * s if rl else None, "sq_err": 0.01 * (s + 1)}
+            for s in seeds
+        }
         predictions[run.name] = {}
         for b in BENCHES:
             path = root / "seed0" / run.name / f"eval-{b.name}" / "predictions.jsonl"
@@ -94,6 +100,7 @@ def fake_results(root) -> dict:
         "per_seed": per_seed,
         "curves": curves,
         "throughput": throughput,
+        "training_signal": signal,
         "environment": {str(s): dict(ENV) for s in seeds},
         "timings_s": {**timings, "total": {"wall_s": 1.0}},
         "predictions": predictions,
@@ -235,7 +242,7 @@ def _seed_part(data: dict, seeds: list[int], commit: str) -> dict:
     keep = {str(s) for s in seeds}
     part = json.loads(json.dumps(data))
     part["seeds"] = seeds
-    for key in ("per_seed", "curves", "throughput"):
+    for key in ("per_seed", "curves", "throughput", "training_signal"):
         part[key] = {r: {s: v for s, v in t.items() if s in keep} for r, t in part[key].items()}
     part["environment"] = {s: e for s, e in part["environment"].items() if s in keep}
     part["timings_s"] = {
@@ -265,6 +272,7 @@ def test_merging_one_seed_a_session_equals_the_three_seed_run(run_dir, tmp_path)
         "per_seed",
         "curves",
         "throughput",
+        "training_signal",
         "environment",
         "aggregate",
         "claims",
@@ -323,3 +331,21 @@ def test_schema_check_rejects_a_malformed_environment(run_dir):
     data = repository_json(json.loads((run_dir / "results.json").read_text()))
     data["environment"] = {"0": "AMD"}
     assert validate_results_json(data) == ["results.environment: expected {seed: {field: value}}"]
+
+
+def test_the_run_table_shows_what_each_run_had_to_learn_from(run_dir):
+    """Tied groups and the training squared error come from the JSON (means over seeds), so a
+    document can quote them; a method that does not log one shows ``-``."""
+    doc = (run_dir / "results.md").read_text()
+    header = next(line for line in doc.splitlines() if line.startswith("| run | method"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    tied, sq = cols.index("tied groups"), cols.index("train sq err")
+    rows = {
+        cells[0]: cells
+        for line in doc.splitlines()
+        if line.startswith("| ")
+        and len(cells := [c.strip() for c in line.strip("|").split("|")]) == len(cols)
+    }
+    assert rows["REAL"][tied] == "0.60" and rows["REAL"][sq] == "0.020"  # seeds 0, 1, 2
+    assert rows["RAFT"][tied] == "-" and rows["base"][tied] == "-"
+    assert "`frac_groups_zero_std`" in doc

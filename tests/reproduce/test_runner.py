@@ -10,6 +10,7 @@ from realjudge.reproduce.presets import PRESETS
 from realjudge.reproduce.runner import (
     ReproduceConfig,
     portable,
+    read_training_signal,
     resolve,
     run_reproduce,
     variant_run,
@@ -76,6 +77,10 @@ def test_smoke_run_writes_results_and_reuses_finished_work(tmp_path):
     assert (out / "scatter.png").is_file() and (out / "curves.png").is_file()
     assert len(saved["claims"]) == 5
     assert res["timings_s"]["REAL"]["seed0_train_s"] > 0
+    signal = saved["training_signal"]
+    for rl in ("GRPO", "REAL"):
+        assert 0.0 <= signal[rl]["0"]["tied_groups"] <= 1.0
+    assert signal["RAFT"]["0"]["tied_groups"] is None and signal["REAL"]["0"]["sq_err"] >= 0
 
     # a second call reuses every trained model and evaluation (and reports their times)
     stamp = (out / "seed0" / "REAL" / "model.safetensors").stat().st_mtime_ns
@@ -84,6 +89,18 @@ def test_smoke_run_writes_results_and_reuses_finished_work(tmp_path):
     assert again["aggregate"] == saved["aggregate"]
     assert again["timings_s"]["REAL"] == saved["timings_s"]["REAL"]
     assert again["timings_s"]["total"]["wall_s"] < saved["timings_s"]["total"]["wall_s"]
+
+
+def test_training_signal_is_the_mean_over_logged_steps(tmp_path):
+    rows = [
+        {"step": 1, "frac_groups_zero_std": 1.0, "sq_err": 0.5},
+        {"step": 2, "frac_groups_zero_std": 0.5, "sq_err": 0.1},
+        {"step": 3, "sq_err": 0.3, "eval/pearson": 0.9},  # a step without the RL metric
+    ]
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = read_training_signal(tmp_path)
+    assert got["tied_groups"] == pytest.approx(0.75) and got["sq_err"] == pytest.approx(0.3)
+    assert read_training_signal(tmp_path / "missing") == {"tied_groups": None, "sq_err": None}
 
 
 def test_cli_reproduce_then_report(tmp_path, capsys, monkeypatch):

@@ -138,13 +138,19 @@ def _has_metric(agg: Mapping[str, Any], benches: Sequence[str], metric: str) -> 
     )
 
 
+def _mean_cell(rows: Sequence[Mapping[str, Any]], key: str, digits: int) -> str:
+    """Mean of ``key`` over the seeds' ``rows`` that have it, or ``-``."""
+    xs = [x[key] for x in rows if isinstance(x.get(key), int | float)]
+    return f"{sum(xs) / len(xs):.{digits}f}" if xs else "-"
+
+
 def _diagnostics_md(results: Mapping[str, Any], agg: Mapping[str, Any]) -> str:
     benches = results["in_domain"] + results["out_of_domain"]
     checks = _has_metric(agg, benches, "check_accuracy")
     header = ["run", "method", "steps", "warm start", "train s/seed", "eval s/seed"]
     header += [f"forced cue {b}" for b in benches]
     header += [f"item checks {b}" for b in benches] if checks else []
-    header += ["rollout tok/s", "train tok/s"]
+    header += ["rollout tok/s", "train tok/s", "tied groups", "train sq err"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in results["runs"]:
         name = r["name"]
@@ -169,6 +175,8 @@ def _diagnostics_md(results: Mapping[str, Any], agg: Mapping[str, Any]) -> str:
         if checks:
             cells += [fmt_summary(agg[name].get(b, {}).get("check_accuracy"), 2) for b in benches]
         cells += [mean_of("rollout_tokens_per_s"), mean_of("train_tokens_per_s")]
+        signal = [v for v in (results.get("training_signal") or {}).get(name, {}).values()]
+        cells += [_mean_cell(signal, "tied_groups", 2), _mean_cell(signal, "sq_err", 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -259,6 +267,15 @@ def results_markdown(
             "",
         ]
     parts += ["### Runs", "", _diagnostics_md(results, agg)]
+    if results.get("training_signal"):
+        parts += [
+            "",
+            "Tied groups: the fraction of prompt groups whose rollouts all got the same reward "
+            "(advantage 0: no policy gradient from them); train sq err: the squared error of "
+            "the expected score during training (REAL: on its own rollouts; RAFT, TRACT: on "
+            "the training batch); both means over the logged steps and the seeds "
+            "(`frac_groups_zero_std` and `sq_err` in each run's `train_log.jsonl`).",
+        ]
     if _has_metric(agg, benches, "check_accuracy"):
         parts += [
             "",
@@ -581,7 +598,7 @@ DESIGN_KEYS = (
     "curve",
 )
 #: Keys holding ``{run: {seed: ...}}``: merged seed by seed.
-PER_SEED_KEYS = ("per_seed", "curves", "check_curves", "throughput")
+PER_SEED_KEYS = ("per_seed", "curves", "check_curves", "throughput", "training_signal")
 
 
 def _design(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -559,6 +559,28 @@ def read_throughput(run_dir: Path) -> dict[str, float | None]:
     }
 
 
+def read_training_signal(run_dir: Path) -> dict[str, float | None]:
+    """What an RL run had to learn from, from its per-step log (means over the logged steps):
+    ``tied_groups``, the fraction of prompt groups whose rollouts all got the same reward
+    (their advantage is 0: no policy gradient); ``sq_err``, the squared error of the judge's
+    expected score (REAL: on its own rollouts; RAFT/TRACT: on the training batch). ``None``
+    where the run's method does not log it."""
+    path = run_dir / "train_log.jsonl"
+    sums: dict[str, list[float]] = {"frac_groups_zero_std": [], "sq_err": []}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            for k, xs in sums.items():
+                v = row.get(k)
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    xs.append(float(v))
+
+    def mean(xs: list[float]) -> float | None:
+        return sum(xs) / len(xs) if xs else None
+
+    return {"tied_groups": mean(sums["frac_groups_zero_std"]), "sq_err": mean(sums["sq_err"])}
+
+
 # --------------------------------------------------------------------------------- the run
 
 
@@ -588,6 +610,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     check_curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
     timings: dict[str, dict[str, float]] = {}
     throughput: dict[str, dict[str, dict[str, float | None]]] = {}
+    training_signal: dict[str, dict[str, dict[str, float | None]]] = {}
     predictions: dict[str, dict[str, str]] = {}
     # the machine and the precision `auto` resolves to, per seed: seeds run in different
     # sessions may land on different machines (see `report --merge`)
@@ -638,6 +661,8 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
             if checks:
                 check_curves.setdefault(run.name, {})[str(seed)] = checks
             throughput.setdefault(run.name, {})[str(seed)] = read_throughput(run_dir)
+            signal = read_training_signal(run_dir)
+            training_signal.setdefault(run.name, {})[str(seed)] = signal
 
     results = {
         "preset": exp.name,
@@ -655,6 +680,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
         "curves": curves,
         "check_curves": check_curves,
         "throughput": throughput,
+        "training_signal": training_signal,
         "environment": environment,
         "timings_s": {**timings, "total": {"wall_s": time.perf_counter() - t_start}},
         "predictions": predictions,
