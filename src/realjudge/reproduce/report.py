@@ -272,8 +272,9 @@ def results_markdown(
             "",
             "Tied groups: the fraction of prompt groups whose rollouts all got the same reward "
             "(advantage 0: no policy gradient from them); train sq err: the squared error of "
-            "the expected score during training (REAL: on its own rollouts; RAFT, TRACT: on "
-            "the training batch); both means over the logged steps and the seeds "
+            "the expected score on the training batch (GRPO, REAL: after their own rollouts' "
+            "feedbacks; SFT, TRACT: after the reference feedback; RAFT: without feedback); "
+            "both means over the logged steps and the seeds "
             "(`frac_groups_zero_std` and `sq_err` in each run's `train_log.jsonl`).",
         ]
     if _has_metric(agg, benches, "check_accuracy"):

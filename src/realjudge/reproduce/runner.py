@@ -563,7 +563,8 @@ def read_training_signal(run_dir: Path) -> dict[str, float | None]:
     """What an RL run had to learn from, from its per-step log (means over the logged steps):
     ``tied_groups``, the fraction of prompt groups whose rollouts all got the same reward
     (their advantage is 0: no policy gradient); ``sq_err``, the squared error of the judge's
-    expected score (REAL: on its own rollouts; RAFT/TRACT: on the training batch). ``None``
+    expected score on the training batch (GRPO, REAL: after their own rollouts' feedbacks;
+    SFT, TRACT: after the reference feedback; RAFT: without feedback). ``None``
     where the run's method does not log it."""
     path = run_dir / "train_log.jsonl"
     sums: dict[str, list[float]] = {"frac_groups_zero_std": [], "sq_err": []}
