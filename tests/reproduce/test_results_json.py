@@ -307,7 +307,12 @@ def test_merge_records_and_reports_each_seeds_machine(run_dir, tmp_path, caplog)
     parts = [_seed_part(whole, [s], "abc") for s in (0, 1, 2)]
     intel = {**ENV, "cpu": "Intel Xeon", "cpu_fast_bf16": False}
     parts[2]["environment"] = {
-        "2": {**intel, "train_mixed_precision": "no", "eval_dtype": "float32"}
+        "2": {
+            **intel,
+            "train_mixed_precision": "no",
+            "eval_dtype": "float32",
+            "decode_attention": "sdpa",
+        }
     }
     with caplog.at_level("WARNING"):
         same = merge_results(parts[:2])
@@ -321,7 +326,10 @@ def test_merge_records_and_reports_each_seeds_machine(run_dir, tmp_path, caplog)
     assert mixed["environment"]["2"]["cpu"] == "Intel Xeon"
     md = environment_md(mixed)
     assert "seeds 0, 1: AMD EPYC" in md
-    assert "seed 2: Intel Xeon, 2 threads, training fp32, evaluation float32" in md
+    assert (
+        "seed 2: Intel Xeon, 2 threads, training fp32, evaluation float32, decoding with sdpa "
+        "attention" in md
+    )
     assert md in render_results(mixed)
     del parts[1]["environment"]  # a part exported before seeds recorded their machine
     assert environment_md(merge_results(parts[:2])).endswith("; seed 1: not recorded.")

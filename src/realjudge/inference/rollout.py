@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from realjudge.attention import use_decode_attention
 from realjudge.scoring.vocab import ScoreVocab, find_cue_end
 from realjudge.seeds import derive_seed
 
@@ -172,6 +173,7 @@ def generation_copy(model: Any, dtype: torch.dtype) -> Any:
     if copy is None:
         copy = deepcopy(model).to(dtype)
         copy.eval()
+        use_decode_attention(copy)
         _GENERATION_COPIES[model] = copy
         return copy
     with torch.no_grad():

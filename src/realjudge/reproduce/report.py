@@ -189,7 +189,9 @@ def precision_of(env: Mapping[str, Any]) -> str:
     where = env.get("gpu") or env.get("cpu") or "unknown machine"
     n = env.get("threads")
     threads = f", {n} thread{'s' if n != 1 else ''}" if n and not env.get("gpu") else ""
-    return f"{where}{threads}, training {train}, evaluation {env.get('eval_dtype', '?')}"
+    attention = env.get("decode_attention")
+    decoding = f", decoding with {attention} attention" if attention else ""
+    return f"{where}{threads}, training {train}, evaluation {env.get('eval_dtype', '?')}{decoding}"
 
 
 def environment_md(results: Mapping[str, Any]) -> str | None:
