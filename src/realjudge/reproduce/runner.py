@@ -329,9 +329,35 @@ def _finished(path: Path, wanted: Any, home: Path) -> float | None:
     return float(saved.get("seconds", 0.0)) if same else None
 
 
-def _mark_done(path: Path, wanted: Any, seconds: float) -> None:
-    payload = {"fingerprint": wanted, "seconds": seconds}
+def _mark_done(path: Path, wanted: Any, seconds: float, exp: Experiment) -> None:
+    """Record finished work: its fingerprint, its seconds, and the attention it decoded with
+    here (:func:`realjudge.attention.decode_attention`), which the fingerprint leaves out like
+    the precision ``auto`` resolves to."""
+    from realjudge.models import runtime_environment
+
+    env = runtime_environment(
+        str(exp.common.get("device", "auto")), str(exp.common.get("mixed_precision", "auto"))
+    )
+    payload = {
+        "fingerprint": wanted,
+        "seconds": seconds,
+        "decode_attention": env["decode_attention"],
+    }
     path.write_text(json.dumps(payload, indent=2))
+
+
+def recorded_decode_attention(run_dir: Path) -> set[str]:
+    """The attention the finished work in ``run_dir`` (its training and its evaluations)
+    decoded with, as their records say; a record without it is older than the record's field,
+    from code that always decoded with the model's own attention (``sdpa``)."""
+    found = set()
+    for path in [run_dir / DONE_FILE, *sorted(run_dir.glob(f"eval-*/{DONE_FILE}"))]:
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        found.add(str(saved.get("decode_attention", "sdpa")))
+    return found
 
 
 #: Files that are never rewritten in place, so a reused copy may share them (hard links).
@@ -428,7 +454,7 @@ def train_run(
     else:
         train(cfg)
     elapsed = time.perf_counter() - t0
-    _mark_done(out / DONE_FILE, wanted, elapsed)
+    _mark_done(out / DONE_FILE, wanted, elapsed, exp)
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # exported: no longer needed
     return out, elapsed
 
@@ -508,7 +534,7 @@ def eval_run(
         return json.loads(metrics_path.read_text())["metrics"], done
     metrics = run_eval(ecfg)
     elapsed = time.perf_counter() - t0
-    _mark_done(out / DONE_FILE, wanted, elapsed)
+    _mark_done(out / DONE_FILE, wanted, elapsed, exp)
     return metrics, elapsed
 
 
@@ -612,6 +638,9 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     timings: dict[str, dict[str, float]] = {}
     throughput: dict[str, dict[str, dict[str, float | None]]] = {}
     training_signal: dict[str, dict[str, dict[str, float | None]]] = {}
+    # the attention each seed's runs decoded with, as they recorded it when they ran (this
+    # invocation may only gather work done by other code)
+    decoded: dict[str, set[str]] = {}
     predictions: dict[str, dict[str, str]] = {}
     # the machine and the precision `auto` resolves to, per seed: seeds run in different
     # sessions may land on different machines (see `report --merge`)
@@ -662,9 +691,13 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
             if checks:
                 check_curves.setdefault(run.name, {})[str(seed)] = checks
             throughput.setdefault(run.name, {})[str(seed)] = read_throughput(run_dir)
+            decoded.setdefault(str(seed), set()).update(recorded_decode_attention(run_dir))
             signal = read_training_signal(run_dir)
             training_signal.setdefault(run.name, {})[str(seed)] = signal
 
+    for seed, kinds in decoded.items():
+        if kinds:
+            environment[seed]["decode_attention"] = "+".join(sorted(kinds))
     results = {
         "preset": exp.name,
         "description": exp.description,
