@@ -13,6 +13,7 @@ from realjudge.reproduce.runner import (
     read_training_signal,
     recorded_decode_attention,
     resolve,
+    reuse_dirs,
     run_reproduce,
     variant_run,
 )
@@ -122,6 +123,18 @@ def test_recorded_decode_attention_reads_the_runs_records(tmp_path):
     )
     assert recorded_decode_attention(run) == {"sdpa", "realjudge_cpu_decode"}
     assert recorded_decode_attention(tmp_path / "missing") == set()
+
+
+def test_a_reuse_dir_may_appear_later_but_a_file_is_refused(tmp_path, caplog):
+    """The two halves of a split seed name each other's output dirs; the one started first
+    must not fail because the other has not created its dir yet."""
+    later = tmp_path / "other-half"
+    with caplog.at_level("WARNING"):
+        assert reuse_dirs([str(later)]) == [later]
+    assert "does not exist (yet)" in caplog.text
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        reuse_dirs([str(tmp_path / "file")])
 
 
 def test_cli_reproduce_then_report(tmp_path, capsys, monkeypatch):

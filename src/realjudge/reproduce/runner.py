@@ -615,6 +615,24 @@ def _prediction_paths(run_dir: Path, benches: list[Benchmark]) -> dict[str, str]
     return {b.name: str(run_dir / f"eval-{b.name}" / "predictions.jsonl") for b in benches}
 
 
+def reuse_dirs(dirs: Sequence[str]) -> list[Path]:
+    """The ``--reuse`` dirs, absolute. One that does not exist yet is kept, with a warning: the
+    other half of a seed split over two processes creates its output dir when it starts
+    (``docs/reproduce.md``), and each run looks for its finished work there when it comes to
+    it; one that is not a directory is an error."""
+    out = []
+    for d in dirs:
+        path = Path(d).resolve()
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"--reuse {path}: not a directory")
+        if not path.exists():
+            log.warning(
+                "--reuse %s does not exist (yet): nothing is reused from it until it does", path
+            )
+        out.append(path)
+    return out
+
+
 def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     """Run the experiment; write and return ``results.json`` (see :mod:`realjudge.reproduce`)."""
     from realjudge.models import runtime_environment
@@ -623,10 +641,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     exp = resolve(cfg)
     out = Path(cfg.out or f"runs/reproduce-{exp.name}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    reuse = [Path(d).resolve() for d in cfg.reuse]
-    for d in reuse:
-        if not d.is_dir():
-            raise FileNotFoundError(f"--reuse {d}: no such directory")
+    reuse = reuse_dirs(cfg.reuse)
     data_dir = out / "data"
     prepare_data(exp, data_dir)
     device = str(exp.common.get("device", "auto"))
