@@ -357,3 +357,24 @@ def test_the_run_table_shows_what_each_run_had_to_learn_from(run_dir):
     assert rows["REAL"][tied] == "0.60" and rows["REAL"][sq] == "0.020"  # seeds 0, 1, 2
     assert rows["RAFT"][tied] == "-" and rows["base"][tied] == "-"
     assert "`frac_groups_zero_std`" in doc
+
+
+def test_the_document_states_the_smallest_detectable_difference(run_dir):
+    """With 3 seeds, each claim's paired interval half-width; with fewer, also what 3 would
+    give at the spread seen."""
+    from realjudge.reproduce.report import claims_of, detectable_md
+
+    data = json.loads((run_dir / "results.json").read_text())
+    doc = (run_dir / "results.md").read_text()
+    line = next(x for x in doc.splitlines() if x.startswith("Smallest difference"))
+    real_raft = next(c for c in data["claims"] if c["claim"].startswith("REAL above RAFT"))
+    half = (real_raft["ci_high"] - real_raft["ci_low"]) / 2
+    assert f"REAL - RAFT +-{half:.3f}" in line and "over 3 seeds" in line
+    assert "would give" not in line
+    two = _seed_part(repository_json(data), [0, 1], "abc")
+    from realjudge.reproduce.report import complete_results
+
+    two = complete_results(two)
+    text = detectable_md(claims_of(two), 2)
+    assert "over 2 seeds" in text and "3 seeds would give" in text
+    assert detectable_md(claims_of(_seed_part(repository_json(data), [0], "abc")), 1) is None

@@ -155,3 +155,21 @@ def test_seed_difference_pairs_by_seed_and_skips_unshared_seeds():
     avg = seed_difference(per_seed, "REAL[beta=0.1]", "REAL", "average", "pearson", ["in", "out"])
     assert avg.values == pytest.approx((0.1, 0.15))
     assert seed_difference(per_seed, "REAL", "nope", "in", "pearson", ["in"]).n == 0
+
+
+def test_half_width_at_more_seeds_uses_the_same_spread():
+    from realjudge.reproduce.stats import half_width_at, mean_ci
+
+    xs = [0.10, -0.02]
+    two = mean_ci(xs)
+    half = (two.hi - two.lo) / 2
+    # the same numbers over itself: unchanged; at 3 seeds: t_2 / t_1 * sqrt(2 / 3) of it
+    assert half_width_at(half, 2, 2) == pytest.approx(half)
+    assert half_width_at(half, 2, 3) == pytest.approx(
+        half * 4.3027 / 12.7062 * (2 / 3) ** 0.5, rel=1e-4
+    )
+    sd = math.sqrt(0.0072)  # the two seeds' spread: a third seed at the mean keeps it
+    three = mean_ci([0.04 - sd, 0.04, 0.04 + sd])
+    assert half_width_at(half, 2, 3) == pytest.approx((three.hi - three.lo) / 2, rel=1e-6)
+    with pytest.raises(ValueError):
+        half_width_at(half, 1, 3)

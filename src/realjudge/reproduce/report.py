@@ -26,6 +26,7 @@ from realjudge.reproduce.stats import (
     aggregate,
     check_claims,
     fmt_diff,
+    half_width_at,
     seed_difference,
 )
 
@@ -128,6 +129,43 @@ def claim_verdict(claim: Any) -> str:
 
 def _claims_md(claims: Sequence[Any]) -> str:
     return "\n".join(f"- {c.text}: **{claim_verdict(c)}** ({c.detail})" for c in claims)
+
+
+#: Seeds a comparison needs (the issue's and the guide's minimum): the detectable difference
+#: of a results file with fewer is also given at this many, at the spread seen so far.
+DESIGN_SEEDS = 3
+
+
+def _claim_label(text: str) -> str:
+    head = text.split(" (")[0]
+    if head.startswith("REAL above "):
+        return f"REAL - {head.removeprefix('REAL above ')}"
+    return "out-of-domain minus in-domain gain"
+
+
+def detectable_md(claims: Sequence[Any], n_seeds: int) -> str | None:
+    """The smallest difference the design can detect: each claim's paired 95% interval
+    half-width over the ``n_seeds`` seeds run, and, with fewer than :data:`DESIGN_SEEDS`,
+    what that many seeds would give at the spread seen so far; ``None`` with fewer than two
+    seeds (no interval)."""
+    halves = [
+        (_claim_label(c.text), (c.ci_high - c.ci_low) / 2)
+        for c in claims
+        if c.ci_low is not None and c.ci_high is not None
+    ]
+    if n_seeds < 2 or not halves:
+        return None
+    now = ", ".join(f"{label} +-{h:.3f}" for label, h in halves)
+    text = (
+        "Smallest difference this design can detect (half-width of each paired 95% interval "
+        f"above, over {n_seeds} seeds): {now}."
+    )
+    if n_seeds < DESIGN_SEEDS:
+        then = ", ".join(
+            f"{label} +-{half_width_at(h, n_seeds, DESIGN_SEEDS):.3f}" for label, h in halves
+        )
+        text += f" At the same spread over seeds, {DESIGN_SEEDS} seeds would give: {then}."
+    return text
 
 
 def _has_metric(agg: Mapping[str, Any], benches: Sequence[str], metric: str) -> bool:
@@ -257,6 +295,9 @@ def results_markdown(
         _claims_md(claims),
         "",
     ]
+    detectable = detectable_md(claims, len(seeds))
+    if detectable:
+        parts += [detectable, ""]
     if variants:
         parts += [
             "### Sweep: each variant against the run it varies",

@@ -59,6 +59,18 @@ def mean_ci(
     return Summary(mean, lo, hi, n, xs)
 
 
+def half_width_at(half_width: float, n: int, seeds: int, level: float = 0.95) -> float:
+    """The half-width a paired t interval over ``seeds`` seeds would have at the spread that
+    gave ``half_width`` over ``n`` seeds (``t_{n-1} * sd / sqrt(n)`` solved for ``sd``, then
+    ``t_{seeds-1} * sd / sqrt(seeds)``): what a design of ``seeds`` seeds can detect, read
+    from the seeds run so far."""
+    if n < 2 or seeds < 2:
+        raise ValueError("an interval needs two seeds or more")
+    q = (1 + level) / 2
+    sd = half_width * math.sqrt(n) / float(stats.t.ppf(q, n - 1))
+    return float(stats.t.ppf(q, seeds - 1)) * sd / math.sqrt(seeds)
+
+
 def with_average(
     per_bench: Mapping[str, Mapping[str, float | None]],
     benches: Sequence[str],
