@@ -353,11 +353,15 @@ def plot_curves(
         panels.append((checks, "check accuracy (judge's item checks)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
     c = results.get("curve", {})
+    # one colour per run in every panel (a run without check curves leaves its colour unused)
+    names = list(dict.fromkeys(run for series, _ in panels for run in series))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {run: palette[i % len(palette)] for i, run in enumerate(names)}
     for ax, (series, ylabel) in zip(axes[0], panels, strict=True):
         for run, per_seed in series.items():
             steps, means = mean_curve(per_seed)
             if steps:
-                ax.plot(steps, means, marker="o", label=run)
+                ax.plot(steps, means, marker="o", label=run, color=colour[run])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         title = f"periodic evaluation: first {c.get('limit')} items of {c.get('benchmark')}"
