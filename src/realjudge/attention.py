@@ -98,5 +98,5 @@ def use_decode_attention(model: Any) -> str:
     choice = decode_attention(param.device, param.dtype)
     if choice is None or not hasattr(model, "set_attn_implementation") or not register():
         return current
-    model.set_attn_implementation(choice)
-    return choice
+    model.set_attn_implementation(choice)  # a model that cannot switch keeps its own, warned
+    return str(model.config._attn_implementation)
