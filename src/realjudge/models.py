@@ -227,6 +227,15 @@ def cpu_name() -> str | None:
     return platform.processor() or None
 
 
+def resolved_decode_attention(device: torch.device, train_mixed_precision: str) -> str:
+    """The attention bf16 decoding uses here (:func:`realjudge.attention.decode_attention`)
+    for a run whose training precision resolved to ``train_mixed_precision``: bf16 rollouts on
+    a bf16 run, else the evaluation dtype :func:`pick_dtype` picks; ``sdpa`` (the model's own)
+    where there is none."""
+    dtype = torch.bfloat16 if train_mixed_precision == "bf16" else pick_dtype(device)
+    return decode_attention(device, dtype) or "sdpa"
+
+
 def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> dict[str, Any]:
     """What a run's numbers depend on besides its config: the processor (and GPU), the
     precision that ``auto`` resolves to here for training (``mixed_precision``, as
@@ -243,10 +252,7 @@ def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> 
         "cpu_fast_bf16": native_cpu_bf16(),
         "train_mixed_precision": train,
         "eval_dtype": str(pick_dtype(dev)).removeprefix("torch."),
-        "decode_attention": decode_attention(
-            dev, torch.bfloat16 if train == "bf16" else pick_dtype(dev)
-        )
-        or "sdpa",
+        "decode_attention": resolved_decode_attention(dev, train),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }

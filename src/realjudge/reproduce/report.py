@@ -177,7 +177,7 @@ def _has_metric(agg: Mapping[str, Any], benches: Sequence[str], metric: str) -> 
 
 
 def _mean_cell(rows: Sequence[Mapping[str, Any]], key: str, digits: int) -> str:
-    """Mean of ``key`` over the seeds' ``rows`` that have it, or ``-``."""
+    """Mean of ``key`` over the seeds' ``rows`` that have a number for it, or ``-``."""
     xs = [x[key] for x in rows if isinstance(x.get(key), int | float)]
     return f"{sum(xs) / len(xs):.{digits}f}" if xs else "-"
 
@@ -195,12 +195,8 @@ def _diagnostics_md(results: Mapping[str, Any], agg: Mapping[str, Any]) -> str:
         t = (results.get("timings_s") or {}).get(name, {})
         tr = [v for k, v in t.items() if k.endswith("_train_s") and v > 0]
         ev = [v for k, v in t.items() if k.endswith("_eval_s")] or [t.get("eval_s", 0.0)]
-        thr = [v for v in (results.get("throughput") or {}).get(name, {}).values()]
-
-        def mean_of(key: str, rows: list[dict] = thr) -> str:
-            xs = [x[key] for x in rows if x.get(key)]
-            return f"{sum(xs) / len(xs):.0f}" if xs else "-"
-
+        thr = list((results.get("throughput") or {}).get(name, {}).values())
+        signal = list((results.get("training_signal") or {}).get(name, {}).values())
         cells = [
             name,
             r["method"] or "-",
@@ -212,8 +208,10 @@ def _diagnostics_md(results: Mapping[str, Any], agg: Mapping[str, Any]) -> str:
         cells += [fmt_summary(agg[name].get(b, {}).get("forced_cue_rate"), 2) for b in benches]
         if checks:
             cells += [fmt_summary(agg[name].get(b, {}).get("check_accuracy"), 2) for b in benches]
-        cells += [mean_of("rollout_tokens_per_s"), mean_of("train_tokens_per_s")]
-        signal = [v for v in (results.get("training_signal") or {}).get(name, {}).values()]
+        cells += [
+            _mean_cell(thr, "rollout_tokens_per_s", 0),
+            _mean_cell(thr, "train_tokens_per_s", 0),
+        ]
         cells += [_mean_cell(signal, "tied_groups", 2), _mean_cell(signal, "sq_err", 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -333,15 +333,16 @@ def _mark_done(path: Path, wanted: Any, seconds: float, exp: Experiment) -> None
     """Record finished work: its fingerprint, its seconds, and the attention it decoded with
     here (:func:`realjudge.attention.decode_attention`), which the fingerprint leaves out like
     the precision ``auto`` resolves to."""
-    from realjudge.models import runtime_environment
+    from realjudge.models import pick_device, resolve_mixed_precision, resolved_decode_attention
 
-    env = runtime_environment(
-        str(exp.common.get("device", "auto")), str(exp.common.get("mixed_precision", "auto"))
+    device = pick_device(str(exp.common.get("device", "auto")))
+    train = resolve_mixed_precision(
+        str(exp.common.get("mixed_precision", "auto")), device.type == "cuda"
     )
     payload = {
         "fingerprint": wanted,
         "seconds": seconds,
-        "decode_attention": env["decode_attention"],
+        "decode_attention": resolved_decode_attention(device, train),
     }
     path.write_text(json.dumps(payload, indent=2))
 
@@ -564,17 +565,22 @@ def read_curve(run_dir: Path, metric: str = "pearson") -> list[tuple[int, float]
     return pts
 
 
+def _train_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-step rows of a run's ``train_log.jsonl`` (none when it has no log)."""
+    path = run_dir / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def read_throughput(run_dir: Path) -> dict[str, float | None]:
     """Rollout and training tokens/s of a run, from its per-step log (sums over steps)."""
-    path = run_dir / "train_log.jsonl"
     tot = {"rollout/tokens": 0.0, "time/rollout_s": 0.0, "train/tokens": 0.0, "time/update_s": 0.0}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            for k in tot:
-                v = row.get(k)
-                if isinstance(v, (int, float)):
-                    tot[k] += float(v)
+    for row in _train_log(run_dir):
+        for k in tot:
+            v = row.get(k)
+            if isinstance(v, (int, float)):
+                tot[k] += float(v)
 
     def rate(n: str, t: str) -> float | None:
         return tot[n] / tot[t] if tot[t] > 0 and tot[n] > 0 else None
@@ -592,15 +598,12 @@ def read_training_signal(run_dir: Path) -> dict[str, float | None]:
     expected score on the training batch (GRPO, REAL: after their own rollouts' feedbacks;
     SFT, TRACT: after the reference feedback; RAFT: without feedback). ``None``
     where the run's method does not log it."""
-    path = run_dir / "train_log.jsonl"
     sums: dict[str, list[float]] = {"frac_groups_zero_std": [], "sq_err": []}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            for k, xs in sums.items():
-                v = row.get(k)
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    xs.append(float(v))
+    for row in _train_log(run_dir):
+        for k, xs in sums.items():
+            v = row.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                xs.append(float(v))
 
     def mean(xs: list[float]) -> float | None:
         return sum(xs) / len(xs) if xs else None
@@ -707,8 +710,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
                 check_curves.setdefault(run.name, {})[str(seed)] = checks
             throughput.setdefault(run.name, {})[str(seed)] = read_throughput(run_dir)
             decoded.setdefault(str(seed), set()).update(recorded_decode_attention(run_dir))
-            signal = read_training_signal(run_dir)
-            training_signal.setdefault(run.name, {})[str(seed)] = signal
+            training_signal.setdefault(run.name, {})[str(seed)] = read_training_signal(run_dir)
 
     for seed, kinds in decoded.items():
         if kinds:
