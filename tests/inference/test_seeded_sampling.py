@@ -3,9 +3,17 @@ distribution ``generate``'s sampling uses (temperature, then top-p)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from realjudge.inference.rollout import RowSeededSampler, row_seeds, sample
+from realjudge.inference.rollout import (
+    NucleusFilter,
+    RowSeededSampler,
+    nucleus_filter,
+    row_seeds,
+    sample,
+    sampling_warpers,
+)
 
 
 def test_draws_follow_the_temperature_top_p_distribution():
@@ -57,3 +65,48 @@ def test_generate_gives_a_prompt_the_same_samples_in_any_batch(tiny_model, token
     assert len({tuple(r) for r in together}) > 1  # the samples differ
     other_seed = sample(tiny_model, tokenizer, prompts[1:2], prompt_seeds=[99], **common)
     assert other_seed != alone
+
+
+def _hf_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    from transformers import TopPLogitsWarper
+
+    return TopPLogitsWarper(top_p)(torch.zeros(1, 1, dtype=torch.long), scores)
+
+
+def test_nucleus_filter_keeps_what_transformers_top_p_keeps():
+    g = torch.Generator().manual_seed(0)
+    for scale in (0.3, 1.0, 4.0, 12.0):  # flat to peaked
+        scores = torch.randn(16, 3000, generator=g) * scale
+        for top_p in (0.1, 0.5, 0.9, 0.99):
+            ours = nucleus_filter(scores, top_p, first_k=8)
+            theirs = _hf_top_p(scores, top_p)
+            assert torch.equal(torch.isinf(ours), torch.isinf(theirs)), (scale, top_p)
+            kept = ~torch.isinf(ours)
+            assert torch.equal(ours[kept], scores[kept])
+
+
+def test_nucleus_filter_grows_k_until_the_head_fits_and_passes_top_p_1():
+    flat = torch.zeros(2, 1000)
+    flat[1, 3] = 50.0  # one row peaked, one flat: the flat one needs 900 tokens
+    out = nucleus_filter(flat, 0.9, first_k=4)
+    assert (~torch.isinf(out[0])).sum() == 900
+    assert (~torch.isinf(out[1])).sum() == 1 and not torch.isinf(out[1, 3])
+    assert nucleus_filter(flat, 1.0) is flat
+    with pytest.raises(ValueError, match="top_p"):
+        NucleusFilter(0.0)
+    with pytest.raises(ValueError, match="top_p_impl"):
+        sampling_warpers(1.0, 0.9, "heap")
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_sampling_with_either_top_p_gives_the_same_rows(tiny_model, tokenizer, seeded):
+    prompts = [tokenizer.encode(t) for t in ("Rate this answer:", "A longer prompt, to pad.")]
+    common = dict(num_samples=3, max_new_tokens=8, temperature=0.8, top_p=0.9)
+    if seeded:
+        common["prompt_seeds"] = [5, 6]
+    rows = {}
+    for impl in ("sort", "topk"):
+        torch.manual_seed(3)
+        rows[impl] = sample(tiny_model, tokenizer, prompts, top_p_impl=impl, **common)
+    assert rows["topk"] == rows["sort"]
+    assert len({tuple(r) for r in rows["topk"]}) > 1

@@ -312,6 +312,7 @@ def test_merge_records_and_reports_each_seeds_machine(run_dir, tmp_path, caplog)
             "train_mixed_precision": "no",
             "eval_dtype": "float32",
             "decode_attention": "sdpa",
+            "top_p": "sort",
         }
     }
     with caplog.at_level("WARNING"):
@@ -328,7 +329,7 @@ def test_merge_records_and_reports_each_seeds_machine(run_dir, tmp_path, caplog)
     assert "seeds 0, 1: AMD EPYC" in md
     assert (
         "seed 2: Intel Xeon, 2 threads, training fp32, evaluation float32, decoding with sdpa "
-        "attention" in md
+        "attention, top-p nucleus by sort" in md
     )
     assert md in render_results(mixed)
     del parts[1]["environment"]  # a part exported before seeds recorded their machine

@@ -11,7 +11,7 @@ from realjudge.reproduce.runner import (
     ReproduceConfig,
     portable,
     read_training_signal,
-    recorded_decode_attention,
+    recorded_sampling,
     resolve,
     reuse_dirs,
     run_reproduce,
@@ -83,14 +83,15 @@ def test_smoke_run_writes_results_and_reuses_finished_work(tmp_path):
     for rl in ("GRPO", "REAL"):
         assert 0.0 <= signal[rl]["0"]["tied_groups"] <= 1.0
     assert signal["RAFT"]["0"]["tied_groups"] is None and signal["REAL"]["0"]["sq_err"] >= 0
-    # each finished run records the attention it decoded with, and the seed's environment
-    # says what its runs recorded
+    # each finished run records how it sampled (decode attention, top-p), and the seed's
+    # environment says what its runs recorded
     from realjudge.models import runtime_environment
 
     here = runtime_environment("auto", "auto")["decode_attention"]
     done = json.loads((out / "seed0" / "REAL" / "reproduce_done.json").read_text())
     assert done["decode_attention"] == here
     assert saved["environment"]["0"]["decode_attention"] == here
+    assert done["top_p"] == saved["environment"]["0"]["top_p"] == "topk"
 
     # a second call reuses every trained model and evaluation (and reports their times)
     stamp = (out / "seed0" / "REAL" / "model.safetensors").stat().st_mtime_ns
@@ -113,16 +114,27 @@ def test_training_signal_is_the_mean_over_logged_steps(tmp_path):
     assert read_training_signal(tmp_path / "missing") == {"tied_groups": None, "sq_err": None}
 
 
-def test_recorded_decode_attention_reads_the_runs_records(tmp_path):
+def test_recorded_sampling_reads_the_runs_records(tmp_path):
     run = tmp_path / "REAL"
     (run / "eval-test").mkdir(parents=True)
     (run / "reproduce_done.json").write_text(json.dumps({"fingerprint": {}, "seconds": 1.0}))
-    assert recorded_decode_attention(run) == {"sdpa"}  # a record older than the field
+    # a record older than the fields: the model's own attention, a sorted top-p
+    assert recorded_sampling(run) == {"decode_attention": {"sdpa"}, "top_p": {"sort"}}
     (run / "eval-test" / "reproduce_done.json").write_text(
-        json.dumps({"fingerprint": {}, "seconds": 1.0, "decode_attention": "realjudge_cpu_decode"})
+        json.dumps(
+            {
+                "fingerprint": {},
+                "seconds": 1.0,
+                "decode_attention": "realjudge_cpu_decode",
+                "top_p": "topk",
+            }
+        )
     )
-    assert recorded_decode_attention(run) == {"sdpa", "realjudge_cpu_decode"}
-    assert recorded_decode_attention(tmp_path / "missing") == set()
+    assert recorded_sampling(run) == {
+        "decode_attention": {"sdpa", "realjudge_cpu_decode"},
+        "top_p": {"sort", "topk"},
+    }
+    assert recorded_sampling(tmp_path / "missing") == {"decode_attention": set(), "top_p": set()}
 
 
 def test_a_reuse_dir_may_appear_later_but_a_file_is_refused(tmp_path, caplog):

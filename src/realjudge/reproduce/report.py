@@ -227,7 +227,10 @@ def precision_of(env: Mapping[str, Any]) -> str:
     threads = f", {n} thread{'s' if n != 1 else ''}" if n and not env.get("gpu") else ""
     attention = env.get("decode_attention")
     decoding = f", decoding with {attention} attention" if attention else ""
-    return f"{where}{threads}, training {train}, evaluation {env.get('eval_dtype', '?')}{decoding}"
+    top_p = env.get("top_p")
+    nucleus = f", top-p nucleus by {top_p}" if top_p else ""
+    evaluation = env.get("eval_dtype", "?")
+    return f"{where}{threads}, training {train}, evaluation {evaluation}{decoding}{nucleus}"
 
 
 def environment_md(results: Mapping[str, Any]) -> str | None:

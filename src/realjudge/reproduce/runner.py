@@ -329,10 +329,19 @@ def _finished(path: Path, wanted: Any, home: Path) -> float | None:
     return float(saved.get("seconds", 0.0)) if same else None
 
 
+#: How finished work sampled, as its record says (:func:`_mark_done`), with what a record
+#: older than the field implies: the code before the field decoded with the model's own
+#: attention, and found the top-p nucleus by sorting the vocabulary.
+SAMPLING_RECORD = {"decode_attention": "sdpa", "top_p": "sort"}
+
+
 def _mark_done(path: Path, wanted: Any, seconds: float, exp: Experiment) -> None:
-    """Record finished work: its fingerprint, its seconds, and the attention it decoded with
-    here (:func:`realjudge.attention.decode_attention`), which the fingerprint leaves out like
-    the precision ``auto`` resolves to."""
+    """Record finished work: its fingerprint, its seconds, and how it sampled here -- the
+    attention it decoded with (:func:`realjudge.attention.decode_attention`) and how it found
+    the top-p nucleus (:data:`realjudge.inference.rollout.TOP_P_IMPL`) -- which the
+    fingerprint leaves out like the precision ``auto`` resolves to: they change the draws,
+    not the distribution."""
+    from realjudge.inference.rollout import TOP_P_IMPL
     from realjudge.models import pick_device, resolve_mixed_precision, resolved_decode_attention
 
     device = pick_device(str(exp.common.get("device", "auto")))
@@ -343,21 +352,23 @@ def _mark_done(path: Path, wanted: Any, seconds: float, exp: Experiment) -> None
         "fingerprint": wanted,
         "seconds": seconds,
         "decode_attention": resolved_decode_attention(device, train),
+        "top_p": TOP_P_IMPL,
     }
     path.write_text(json.dumps(payload, indent=2))
 
 
-def recorded_decode_attention(run_dir: Path) -> set[str]:
-    """The attention the finished work in ``run_dir`` (its training and its evaluations)
-    decoded with, as their records say; a record without it is older than the record's field,
-    from code that always decoded with the model's own attention (``sdpa``)."""
-    found = set()
+def recorded_sampling(run_dir: Path) -> dict[str, set[str]]:
+    """How the finished work in ``run_dir`` (its training and its evaluations) sampled, as
+    their records say: each key of :data:`SAMPLING_RECORD` -> the values found (a record
+    without a key gets the value of the code older than that key)."""
+    found: dict[str, set[str]] = {key: set() for key in SAMPLING_RECORD}
     for path in [run_dir / DONE_FILE, *sorted(run_dir.glob(f"eval-*/{DONE_FILE}"))]:
         try:
             saved = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        found.add(str(saved.get("decode_attention", "sdpa")))
+        for key, older in SAMPLING_RECORD.items():
+            found[key].add(str(saved.get(key, older)))
     return found
 
 
@@ -656,9 +667,9 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     timings: dict[str, dict[str, float]] = {}
     throughput: dict[str, dict[str, dict[str, float | None]]] = {}
     training_signal: dict[str, dict[str, dict[str, float | None]]] = {}
-    # the attention each seed's runs decoded with, as they recorded it when they ran (this
-    # invocation may only gather work done by other code)
-    decoded: dict[str, set[str]] = {}
+    # how each seed's runs sampled (decode attention, top-p), as they recorded it when they
+    # ran (this invocation may only gather work done by other code)
+    sampled: dict[str, dict[str, set[str]]] = {}
     predictions: dict[str, dict[str, str]] = {}
     # the machine and the precision `auto` resolves to, per seed: seeds run in different
     # sessions may land on different machines (see `report --merge`)
@@ -709,12 +720,14 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
             if checks:
                 check_curves.setdefault(run.name, {})[str(seed)] = checks
             throughput.setdefault(run.name, {})[str(seed)] = read_throughput(run_dir)
-            decoded.setdefault(str(seed), set()).update(recorded_decode_attention(run_dir))
+            for key, values in recorded_sampling(run_dir).items():
+                sampled.setdefault(str(seed), {}).setdefault(key, set()).update(values)
             training_signal.setdefault(run.name, {})[str(seed)] = read_training_signal(run_dir)
 
-    for seed, kinds in decoded.items():
-        if kinds:
-            environment[seed]["decode_attention"] = "+".join(sorted(kinds))
+    for seed, found in sampled.items():
+        for key, values in found.items():
+            if values:
+                environment[seed][key] = "+".join(sorted(values))
     results = {
         "preset": exp.name,
         "description": exp.description,
