@@ -16,7 +16,8 @@ from realjudge.inference.rollout import (
 )
 
 
-def test_draws_follow_the_temperature_top_p_distribution():
+@pytest.mark.parametrize("top_p_impl", ["topk", "sort"])
+def test_draws_follow_the_temperature_top_p_distribution(top_p_impl):
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -9.0]])
     temperature, top_p = 0.7, 0.97
     probs = torch.softmax(logits / temperature, -1)[0]
@@ -25,7 +26,7 @@ def test_draws_follow_the_temperature_top_p_distribution():
     want = torch.zeros(5)
     want[:3] = probs[:3] / probs[:3].sum()
     n = 4000
-    sampler = RowSeededSampler(list(range(n)), temperature, top_p, torch.device("cpu"))
+    sampler = RowSeededSampler(list(range(n)), temperature, top_p, torch.device("cpu"), top_p_impl)
     out = sampler(torch.zeros(n, 1, dtype=torch.long), logits.expand(n, -1).clone())
     assert torch.isinf(out).sum(dim=1).eq(4).all()  # exactly one token left per row
     picks = out.argmax(-1)
@@ -98,12 +99,27 @@ def test_nucleus_filter_grows_k_until_the_head_fits_and_passes_top_p_1():
         sampling_warpers(1.0, 0.9, "heap")
 
 
-@pytest.mark.parametrize("seeded", [True, False])
-def test_sampling_with_either_top_p_gives_the_same_rows(tiny_model, tokenizer, seeded):
+def test_a_rows_nucleus_draws_do_not_depend_on_the_other_rows():
+    """A row's nucleus is found on its own: a flat row in the batch (whose nucleus needs a
+    wide topk) does not change what a peaked row with ties at its edge draws."""
+    g = torch.Generator().manual_seed(2)
+    peaked = (torch.randn(1, 5000, generator=g) * 4).bfloat16().float()  # bf16 ties
+    batch = torch.cat([peaked, torch.zeros(1, 5000)])
+    ids = torch.zeros(2, 1, dtype=torch.long)
+    whole = RowSeededSampler([7, 8], 1.0, 0.9, torch.device("cpu"))
+    alone = RowSeededSampler([7], 1.0, 0.9, torch.device("cpu"))
+    firsts = [int(whole(ids, batch).argmax(-1)[0]) for _ in range(30)]
+    assert firsts == [int(alone(ids[:1], peaked).argmax(-1)[0]) for _ in range(30)]
+    kept = ~torch.isinf(nucleus_filter(peaked, 0.9))
+    assert all(bool(kept[0, t]) for t in firsts)  # only nucleus tokens are drawn
+    assert len(set(firsts)) > 1
+
+
+def test_unseeded_sampling_with_either_top_p_gives_the_same_rows(tiny_model, tokenizer):
+    """Without row seeds ``generate`` draws over the whole vocabulary after the warpers, so
+    the two nucleus searches give the same rows (fp32 logits: no ties at the edge)."""
     prompts = [tokenizer.encode(t) for t in ("Rate this answer:", "A longer prompt, to pad.")]
     common = dict(num_samples=3, max_new_tokens=8, temperature=0.8, top_p=0.9)
-    if seeded:
-        common["prompt_seeds"] = [5, 6]
     rows = {}
     for impl in ("sort", "topk"):
         torch.manual_seed(3)

@@ -6,11 +6,13 @@ sharing one prefill (:func:`realjudge.inference.rollout.shared_prefill`). Four f
 shapes of a ``cpu-embedded`` RL step (REAL: ``batch_size`` prompts x ``num_generations``
 rollouts of up to ``max_new_tokens`` tokens) and of a CoT evaluation:
 
-- rollout speedup: the step's rollouts sampled from the trainer's fp32 master weights, all in
-  one ``generate`` call, as before (fp32, the prompts repeated G times before the prefill, the
-  top-p nucleus found by sorting the vocabulary) against the fast path (a bf16 copy of the
-  weights, refreshed from the master weights on every call, one prefill per prompt, the
-  nucleus found with ``topk``: :func:`realjudge.inference.rollout.nucleus_filter`). Sampled rows stop at their score, so the two paths may decode
+- rollout speedup: the step's rollouts (each row drawn from its own generator, as the trainer
+  draws them) sampled from the trainer's fp32 master weights, all in one ``generate`` call, as
+  before (fp32, the prompts repeated G times before the prefill, the top-p nucleus found by
+  sorting the vocabulary and the draw made over all of it) against the fast path (a bf16 copy
+  of the weights, refreshed from the master weights on every call, one prefill per prompt,
+  each row's nucleus found with ``topk`` and the draw made among its tokens:
+  :class:`realjudge.inference.rollout.RowSeededSampler`). Sampled rows stop at their score, so the two paths may decode
   different numbers of steps: the figure is the ratio of sampled token slots per second
   (rows x decode steps / seconds);
 - train speedup: one REAL update (``judge_forward``, loss, backward, clipping, AdamW) through
@@ -331,6 +333,8 @@ def _bench_rollouts_and_train_fp32(
             temperature=shapes["temperature"],
             top_p=shapes["top_p"],
             stop_strings=h.vocab.stop_strings,
+            # each row drawn from its own generator, as the trainer draws rollouts
+            prompt_seeds=list(range(len(prompt_ids))),
         )
         outs: dict[str, list[list[int]]] = {}
 
@@ -338,9 +342,7 @@ def _bench_rollouts_and_train_fp32(
             torch.manual_seed(seed)
             t0 = time.perf_counter()
             if kind == "fp32":
-                got = sample(
-                    net, tok, prompt_ids, share_prefill=False, top_p_impl="sort", **common
-                )
+                got = sample(net, tok, prompt_ids, share_prefill=False, top_p_impl="sort", **common)
             else:
                 got = sample(net, tok, prompt_ids, dtype=fast, share_prefill=True, **common)
             seconds = time.perf_counter() - t0

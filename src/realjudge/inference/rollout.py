@@ -207,21 +207,22 @@ def compact_score_distribution(
     return probs, leaked
 
 
-def nucleus_filter(scores: torch.Tensor, top_p: float, first_k: int = 64) -> torch.Tensor:
-    """Top-p filtering with ``transformers``' ``TopPLogitsWarper`` semantics -- a token is kept
-    when the probability mass ranked strictly above it is below ``top_p`` (so the smallest
-    head whose mass reaches ``top_p``; the most likely token always) -- found among the
-    ``first_k`` most likely tokens (``topk``) instead of a sort of the whole vocabulary; ``k``
-    grows eightfold, up to the vocabulary, while some row's head is not inside it.
+def nucleus(
+    probs: torch.Tensor, top_p: float, first_k: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-p nucleus of probability rows ``[..., vocab]`` with ``transformers``'
+    ``TopPLogitsWarper`` semantics -- a token is kept when the probability mass ranked
+    strictly above it is below ``top_p`` (so the smallest head whose mass reaches ``top_p``;
+    the most likely token always) -- found among the ``first_k`` most likely tokens (``topk``)
+    instead of a sort of the whole vocabulary; ``k`` grows eightfold, up to the vocabulary,
+    while some row's nucleus is not inside it. Returns the ``k`` largest probabilities
+    (descending), their token ids and which of them are kept (a prefix of each row).
 
-    A generation step's distribution is peaked, so its head is a few tokens: the full sort of
-    ``[rows, vocab]`` was a fifth of a bf16 rollout on a CPU. The kept set is the warper's up
-    to rounding of the cumulative sums and the order among tied probabilities at the edge
+    A generation step's distribution is peaked, so its nucleus is a few tokens: the full sort
+    of ``[rows, vocab]`` was a fifth of a bf16 rollout on a CPU. The kept set is the warper's
+    up to rounding of the cumulative sums and the order among tied probabilities at the edge
     (``tests/inference/test_seeded_sampling.py``)."""
-    if top_p >= 1.0:
-        return scores
-    vocab = scores.shape[-1]
-    probs = scores.float().softmax(dim=-1)
+    vocab = probs.shape[-1]
     k = min(max(int(first_k), 1), vocab)
     while True:
         top, idx = probs.topk(k, dim=-1)  # descending
@@ -232,6 +233,15 @@ def nucleus_filter(scores: torch.Tensor, top_p: float, first_k: int = 64) -> tor
         k = min(k * 8, vocab)
     keep = (1.0 - above) > (1.0 - top_p)
     keep[..., 0] = True
+    return top, idx, keep
+
+
+def nucleus_filter(scores: torch.Tensor, top_p: float, first_k: int = 64) -> torch.Tensor:
+    """``scores`` with every token outside the top-p :func:`nucleus` set to ``-inf`` (what
+    ``TopPLogitsWarper`` returns)."""
+    if top_p >= 1.0:
+        return scores
+    _, idx, keep = nucleus(scores.float().softmax(dim=-1), top_p, first_k)
     remove = torch.ones_like(scores, dtype=torch.bool).scatter_(-1, idx, ~keep)
     return scores.masked_fill(remove, float("-inf"))
 
@@ -277,10 +287,13 @@ class RowSeededSampler:
     split the prompts, or the generation batch size.
 
     It runs as ``generate``'s last logits processor in a greedy ``generate`` call: it warps
-    the logits as sampling would (:func:`sampling_warpers`: temperature, then top-p, no
-    top-k), draws one token per row with that row's generator and returns logits
-    that are ``-inf`` everywhere but there, so the greedy pick is the draw. The distribution
-    is ``generate``'s sampling distribution; only the random stream differs."""
+    the logits as sampling would (temperature, then top-p, no top-k), draws one token per row
+    with that row's generator and returns logits that are ``-inf`` everywhere but there, so
+    the greedy pick is the draw. The distribution is ``generate``'s sampling distribution;
+    only the random stream differs. ``top_p_impl``: ``topk`` (default) finds each row's
+    :func:`nucleus` on its own and draws among its tokens only; ``sort`` runs
+    ``transformers``' warpers and draws over the whole vocabulary (the code before ``topk``,
+    and ``realjudge bench cpu``'s fp32 baseline)."""
 
     def __init__(
         self,
@@ -294,19 +307,35 @@ class RowSeededSampler:
 
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         self.warpers = LogitsProcessorList(sampling_warpers(temperature, top_p, top_p_impl))
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.by_nucleus = top_p_impl == "topk" and self.top_p < 1.0
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if scores.shape[0] != len(self.generators):
             raise ValueError(f"{scores.shape[0]} rows for {len(self.generators)} row seeds")
-        probs = torch.softmax(self.warpers(input_ids, scores.float()), dim=-1)
-        picks = torch.cat(
-            [
-                torch.multinomial(p, 1, generator=g)
-                for p, g in zip(probs, self.generators, strict=True)
-            ]
-        )
+        if self.by_nucleus:
+            probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+            picks = torch.cat(
+                [self._draw_in_nucleus(p, g) for p, g in zip(probs, self.generators, strict=True)]
+            )
+        else:
+            probs = torch.softmax(self.warpers(input_ids, scores.float()), dim=-1)
+            picks = torch.cat(
+                [
+                    torch.multinomial(p, 1, generator=g)
+                    for p, g in zip(probs, self.generators, strict=True)
+                ]
+            )
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, picks.unsqueeze(1), 0.0)
+
+    def _draw_in_nucleus(self, probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One row: its nucleus found on its own (its width, so its draws, never depend on the
+        other rows), one draw among the nucleus's tokens in proportion to their probability."""
+        top, idx, keep = nucleus(probs, self.top_p)
+        n = int(keep.sum())
+        return idx[torch.multinomial(top[:n], 1, generator=generator)]
 
 
 def row_seeds(prompt_seeds: Sequence[int], num_samples: int) -> list[int]:
