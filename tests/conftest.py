@@ -1,4 +1,5 @@
-"""Shared fixtures: the embedded tokenizer, a tiny random model over it, a second tokenizer."""
+"""Shared fixtures: the embedded tokenizer, a tiny random model over it, a second tokenizer, a
+scripted ``generate`` (chosen rows write given tokens first)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,42 @@ def run_until_killed(tmp_path):
             proc.stderr.close()
 
     return run
+
+
+class _Script:
+    """Logits processor: rows for which ``scripted(row)`` write ``tokens`` first."""
+
+    def __init__(self, tokens: list[int], scripted) -> None:
+        self.tokens, self.scripted, self.start = tokens, scripted, None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.start is None:
+            self.start = input_ids.shape[1]
+        t = input_ids.shape[1] - self.start
+        if t >= len(self.tokens):
+            return scores
+        out = scores.clone()
+        for i in range(scores.shape[0]):
+            if self.scripted(i):
+                out[i] = float("-inf")
+                out[i, self.tokens[t]] = 0.0
+        return out
+
+
+@pytest.fixture()
+def scripted_generate(monkeypatch):
+    """``script(tokens, scripted)``: every later ``generate`` runs the script after the
+    recorder (which thus records the model's own logits)."""
+    from transformers import GenerationMixin, LogitsProcessorList
+
+    original = GenerationMixin.generate
+
+    def script(tokens: list[int], scripted) -> None:
+        def generate(self, *args, **kwargs):
+            procs = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+            procs.append(_Script(tokens, scripted))
+            return original(self, *args, logits_processor=procs, **kwargs)
+
+        monkeypatch.setattr(GenerationMixin, "generate", generate)
+
+    return script

@@ -140,6 +140,13 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
         help="cut longer prompts on the left (default 2048)",
     )
     g.add_argument(
+        "--reread-cue",
+        action="store_true",
+        help="with --cot, score every feedback with a second forward pass over prompt + "
+        "feedback (default: a feedback in which the judge wrote the cue itself is scored from "
+        "the generation pass; the others get the forward pass)",
+    )
+    g.add_argument(
         "--backend",
         choices=["auto", "transformers", "vllm"],
         default="auto",
@@ -171,6 +178,7 @@ def _judge_config(args: argparse.Namespace) -> Any:
         backend=args.backend,
         progress=not args.quiet,
         seed=args.seed,
+        reread_cue=args.reread_cue,
     )
 
 

@@ -374,3 +374,36 @@ def test_load_judge_reads_a_cot_checkpoint_as_trained(tmp_path, tiny_model, toke
     judge = load_judge(str(path), cfg(cot=False), device="cpu")
     assert judge.config.cot is False and judge.sources["cot"] == "given"
     assert judge.predict_all(make_records(1))[0]["feedback"] == ""
+
+
+def test_a_cue_the_judge_wrote_is_read_from_the_generation_pass(
+    tiny_model, tokenizer, monkeypatch, scripted_generate
+):
+    """Rows that write the canonical cue themselves take their distribution from the
+    generation pass (no second forward); the others are read by the forward pass; both give
+    what the forward pass over prompt + feedback gives (``reread_cue=True``)."""
+    vocab = ScoreVocab.from_tokenizer(tokenizer)
+    scripted_generate(
+        tokenizer.encode("Feedback: fine " + vocab.cue_text, add_special_tokens=False),
+        lambda row: row != 1,
+    )
+    forwarded = []
+    inner = judge_mod.judge_forward
+
+    def counting(model, batch):
+        forwarded.append(batch.input_ids.shape[0])
+        return inner(model, batch)
+
+    monkeypatch.setattr(judge_mod, "judge_forward", counting)
+    records = make_records(3)
+    common = dict(cot=True, max_new_tokens=12, batch_size=8)
+    fast = Judge(tiny_model, tokenizer, cfg(**common)).predict_all(records)
+    assert forwarded == [1]  # only row 1 (the cue forced on it) needed the forward pass
+    assert [r["status"] for r in fast] == ["ok", "forced_cue", "ok"]
+    forwarded.clear()
+    slow = Judge(tiny_model, tokenizer, cfg(reread_cue=True, **common)).predict_all(records)
+    assert forwarded == [3]
+    for a, b in zip(fast, slow, strict=True):
+        assert a["feedback"] == b["feedback"]
+        assert a["distribution"] == pytest.approx(b["distribution"], abs=1e-5)
+        assert a["expected_score"] == pytest.approx(b["expected_score"], abs=1e-5)

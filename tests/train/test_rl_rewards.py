@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GenerationMixin, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 import realjudge.train.rl as rl
 from realjudge.data.loaders import load_records
@@ -21,6 +21,7 @@ from realjudge.inference.rollout import (
     Rollout,
     compact_logits,
     compact_score_distribution,
+    logits_after_cue,
     raw_logits_reach_custom_processors,
     sample,
 )
@@ -29,7 +30,6 @@ from realjudge.scoring import rail
 from realjudge.scoring.vocab import ScoreVocab
 from realjudge.train.examples import Encoder
 from realjudge.train.objectives import Context, forward_examples
-from realjudge.train.rl import logits_after_cue
 from realjudge.train.trainer import (
     _release,
     check_sizes,
@@ -75,48 +75,6 @@ def test_recorder_stays_off_when_generate_would_process_logits_before_it():
     assert raw_logits_reach_custom_processors(GenerationConfig())
     assert not raw_logits_reach_custom_processors(GenerationConfig(repetition_penalty=1.3))
     assert not raw_logits_reach_custom_processors(GenerationConfig(bad_words_ids=[[5]]))
-
-
-# ---------------------------------------------------------------------------------------------
-# a scripted generate
-# ---------------------------------------------------------------------------------------------
-
-
-class _Script:
-    """Logits processor: rows for which ``scripted(row)`` write ``tokens`` first."""
-
-    def __init__(self, tokens: list[int], scripted) -> None:
-        self.tokens, self.scripted, self.start = tokens, scripted, None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.start is None:
-            self.start = input_ids.shape[1]
-        t = input_ids.shape[1] - self.start
-        if t >= len(self.tokens):
-            return scores
-        out = scores.clone()
-        for i in range(scores.shape[0]):
-            if self.scripted(i):
-                out[i] = float("-inf")
-                out[i, self.tokens[t]] = 0.0
-        return out
-
-
-@pytest.fixture()
-def scripted_generate(monkeypatch):
-    """``script(tokens, scripted)``: every later ``generate`` runs the script after the
-    recorder (which thus records the model's own logits)."""
-    original = GenerationMixin.generate
-
-    def script(tokens: list[int], scripted) -> None:
-        def generate(self, *args, **kwargs):
-            procs = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-            procs.append(_Script(tokens, scripted))
-            return original(self, *args, logits_processor=procs, **kwargs)
-
-        monkeypatch.setattr(GenerationMixin, "generate", generate)
-
-    return script
 
 
 @pytest.fixture()

@@ -18,8 +18,14 @@ rollouts of up to ``max_new_tokens`` tokens) and of a CoT evaluation:
 - train speedup: one REAL update (``judge_forward``, loss, backward, clipping, AdamW) through
   the trainer's own code on the same rollouts, accelerate ``mixed_precision`` ``no`` against
   the fast path's (bf16 autocast, fp32 master weights and losses), ratio of step times;
-- eval speedup: ``Judge.predict_all`` with chain of thought (greedy, then the scoring pass) on
-  the same records, fp32 weights against the fast path's, ratio of examples/s;
+- eval speedup: ``Judge.predict_all`` with chain of thought on the same records, as before
+  (fp32 weights, greedy feedbacks, then a scoring forward pass over every prompt + feedback:
+  ``JudgeConfig.reread_cue``) against the fast path (its weights; a feedback in which the
+  judge wrote the canonical cue itself is scored from the generation pass, the others by the
+  forward pass), ratio of examples/s. The base model seldom writes the canonical cue, so at
+  its default (``--model embedded``) the figure is mostly the precision's; a trained judge
+  writes it on every item (``--model`` a ``realjudge train`` output; ``wrote_cue`` in the
+  JSON);
 - decode fraction of bandwidth bound: the fast path's weight bytes over the time of one decode
   step (the rollout batch, cache filled with the prompts) against the bandwidth of a large
   memory copy measured in the same run (bytes read + written per second). 1.0 would mean a
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from realjudge.bench.common import _median, _ratio, write_json
@@ -404,7 +411,9 @@ def _bench_eval(
     batch_size: int,
     repeats: int,
 ) -> dict[str, Any]:
-    """CoT evaluation (greedy feedback, then the scoring pass) with fp32 and fast weights."""
+    """CoT evaluation (greedy feedback, then the score) as before (fp32 weights, a scoring
+    forward pass over every feedback) and on the fast path (fast weights, the score of a
+    feedback that wrote the cue read from the generation pass)."""
     from realjudge.data.loaders import load_records
     from realjudge.inference.judge import Judge, JudgeConfig
     from realjudge.models import load_model
@@ -426,8 +435,12 @@ def _bench_eval(
         kind: load_model(model, device="cpu", dtype=dt)
         for kind, dt in (("fp32", "float32"), ("fast", str(fast).removeprefix("torch.")))
     }
-    judges = {k: Judge(lm.model, lm.tokenizer, cfg) for k, lm in loaded.items()}
+    # as before, fp32 reads every feedback's score with a second forward pass; the fast path
+    # reads it from the generation pass where the judge wrote the cue itself
+    configs = {"fp32": replace(cfg, reread_cue=True), "fast": cfg}
+    judges = {k: Judge(lm.model, lm.tokenizer, configs[k]) for k, lm in loaded.items()}
     tokens: dict[str, float] = {}
+    wrote_cue: dict[str, float] = {}
 
     def run(kind: str) -> float:
         t0 = time.perf_counter()
@@ -440,6 +453,7 @@ def _bench_eval(
             if isinstance(r.get("feedback"), str)
         ]
         tokens[kind] = sum(lengths) / max(1, len(lengths))
+        wrote_cue[kind] = sum(r.get("status") == "ok" for r in rows) / len(rows)
         return len(records) / seconds
 
     judges["fast"].predict_all(records[:1])  # warm-up
@@ -450,6 +464,9 @@ def _bench_eval(
         "examples_per_s": per_s,
         "n": len(records),
         "mean_feedback_tokens": tokens,
+        # rows whose judge wrote the canonical cue (the fast path reads their score from the
+        # generation pass)
+        "wrote_cue": wrote_cue,
     }
 
 

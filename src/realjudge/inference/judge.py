@@ -8,10 +8,14 @@ one per record, in input order, and never stops on a bad item. Two ways to read 
   of the next token over the score tokens;
 - chain of thought (``cot=True``): the judge writes ``samples`` feedbacks (batched
   generation with the KV cache, :func:`~realjudge.inference.rollout.sample`), each is cut right
-  after its cue (or gets the cue appended when it never wrote it), and ONE batched
-  :func:`~realjudge.inference.batch.judge_forward` over prompt + feedback reads the score
-  distribution at the position after the cue -- the same layout and forward pass that training
-  uses, so the score position cannot drift between them.
+  after its cue (or gets the cue appended when it never wrote it). Where the judge wrote the
+  canonical cue itself, the score distribution is the generation pass's next-step logits
+  after the cue (their context is exactly prompt + feedback; recorded by
+  :class:`~realjudge.inference.rollout.CueLogitsRecorder`, as REAL's trainer reads its
+  rewards); the other feedbacks (cue forced or re-tokenized) get ONE batched
+  :func:`~realjudge.inference.batch.judge_forward` over prompt + feedback, the same layout and
+  forward pass that training uses, read at the position after the cue.
+  ``JudgeConfig.reread_cue`` sends every feedback through that forward pass.
 
 From the distribution ``p`` over the scores ``k``:
 
@@ -70,7 +74,10 @@ from realjudge.inference.rollout import (
     FORCED_CUE,
     OK,
     RETOKENIZED_CUE,
+    CueLogitsRecorder,
+    compact_score_distribution,
     finish_rollout,
+    logits_after_cue,
     sample,
     stop_token_ids,
     written_text,
@@ -265,6 +272,12 @@ class TransformersBackend:
     def _run_cot(self, items: Sequence[JudgeItem]) -> list[list[SampleOutcome]]:
         cfg = self.config
         k = cfg.effective_samples
+        # the score distribution after a cue the judge wrote itself comes from the generation
+        # pass (one recorder needs one score vocabulary for the whole batch)
+        score_ids = {tuple(it.vocab.token_ids) for it in items}
+        recorder = None
+        if not cfg.reread_cue and len(score_ids) == 1:
+            recorder = CueLogitsRecorder(next(iter(score_ids)))
         generated = sample(
             self.model,
             self.tokenizer,
@@ -275,19 +288,33 @@ class TransformersBackend:
             top_p=cfg.top_p,
             greedy=cfg.greedy,
             stop_strings=sorted({t for it in items for t in it.vocab.stop_strings}),
+            recorder=recorder,
         )
-        prompts, responses, vocabs, partial = [], [], [], []
+        steps = recorder.result() if recorder is not None else None
+        partial, dists, reread = [], [], []
         for j, gen in enumerate(generated):
             item = items[j // k]
             rollout = finish_rollout(gen, self.tokenizer, item.vocab, self.stop_ids)
-            prompts.append(item.prompt_ids)
-            responses.append(rollout.response_ids)
-            vocabs.append(item.vocab)
             parsed = None
             if rollout.sampled_score is None:
                 parsed = parse_score(self._full_text(gen), item.record.scale)
             partial.append((rollout, parsed))
-        dists = self._distributions(prompts, responses, vocabs)
+            compact = logits_after_cue(steps[j], rollout) if steps is not None else None
+            if compact is None:
+                reread.append(j)
+                dists.append(None)
+            else:
+                probs, leaked = compact_score_distribution(compact, normalize=cfg.normalize)
+                dists.append((probs.tolist(), float(leaked)))
+        if reread:
+            rows = [(items[j // k], partial[j][0]) for j in reread]
+            got = self._distributions(
+                [it.prompt_ids for it, _ in rows],
+                [r.response_ids for _, r in rows],
+                [it.vocab for it, _ in rows],
+            )
+            for j, dist in zip(reread, got, strict=True):
+                dists[j] = dist
         outcomes: list[list[SampleOutcome]] = [[] for _ in items]
         for j, ((rollout, parsed), (p, leak)) in enumerate(zip(partial, dists, strict=True)):
             outcomes[j // k].append(

@@ -373,6 +373,17 @@ class CueLogitsRecorder:
         return torch.stack(self.steps, dim=1).cpu()
 
 
+def logits_after_cue(steps: torch.Tensor, rollout: Rollout) -> torch.Tensor | None:
+    """The recorded generation-step logits (``steps``: ``[steps, K + 1]`` of one row) right
+    after ``rollout``'s cue: step ``n_sampled`` -- its context is exactly prompt + response --
+    when the model wrote the canonical cue itself (status ok) and generation ran that step.
+    ``None`` otherwise (a forced or re-tokenized cue was never seen by the generation pass; the
+    cue came last before ``max_new_tokens`` ran out): such rows need a forward pass."""
+    if rollout.status != OK or rollout.n_sampled >= steps.shape[0]:
+        return None
+    return steps[rollout.n_sampled].clone()
+
+
 # generation-config settings under which ``generate`` runs processors before the custom ones
 _EARLY_PROCESSORS = (
     ("repetition_penalty", 1.0),

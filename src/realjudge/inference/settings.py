@@ -73,6 +73,13 @@ class JudgeConfig:
         progress: show a progress bar (tqdm).
         seed: seeds torch before sampling, so sampled chains of thought are reproducible
             (``None`` leaves the generator alone).
+        reread_cue: with a chain of thought (transformers backend), read every feedback's
+            score distribution with a second forward pass over prompt + feedback. ``False``
+            (default): a feedback in which the judge wrote the canonical cue itself gets it
+            from the generation pass (the logits of the step after the cue, whose context is
+            exactly prompt + feedback), and only the others (cue forced or re-tokenized) need
+            the forward pass. ``True`` is how evaluation read every row before, and the fp32
+            baseline of ``realjudge bench cpu``.
     """
 
     mode: str = "rail"
@@ -89,6 +96,7 @@ class JudgeConfig:
     backend: str = "auto"
     progress: bool = True
     seed: int | None = 0
+    reread_cue: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

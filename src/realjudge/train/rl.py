@@ -51,6 +51,7 @@ from realjudge.inference.rollout import (
     compact_logits,
     compact_score_distribution,
     finish_rollout,
+    logits_after_cue,
     stop_token_ids,
     written_text,
 )
@@ -181,17 +182,6 @@ def read_rollout(ctx: Context, generated: Sequence[int], stops: set[int]) -> Rol
     if r.sampled_score is None:
         r.parsed_score = parse_score(written_text(generated, ctx.tokenizer, stops), ctx.scale)
     return r
-
-
-def logits_after_cue(steps: torch.Tensor, rollout: Rollout) -> torch.Tensor | None:
-    """The recorded generation-step logits (``steps``: ``[steps, K + 1]`` of one row) right
-    after ``rollout``'s cue: step ``n_sampled`` -- its context is exactly prompt + response --
-    when the model wrote the canonical cue itself (status ok) and generation ran that step.
-    ``None`` otherwise (a forced or re-tokenized cue was never seen by the generation pass; the
-    cue came last before ``max_new_tokens`` ran out): such rows need a forward pass."""
-    if rollout.status != OK or rollout.n_sampled >= steps.shape[0]:
-        return None
-    return steps[rollout.n_sampled].clone()
 
 
 @contextmanager
