@@ -126,3 +126,20 @@ def test_unseeded_sampling_with_either_top_p_gives_the_same_rows(tiny_model, tok
         rows[impl] = sample(tiny_model, tokenizer, prompts, top_p_impl=impl, **common)
     assert rows["topk"] == rows["sort"]
     assert len({tuple(r) for r in rows["topk"]}) > 1
+
+
+def test_float_noise_that_reorders_equal_probabilities_does_not_change_the_draw():
+    """Four nearly equal tokens hold the nucleus; their ``topk`` order flips between the two
+    rows of logits (1e-6 apart), the draws do not."""
+    base = torch.full((1, 100), -10.0)
+    tokens = torch.tensor([10, 20, 30, 40])
+    rising, falling = base.clone(), base.clone()
+    rising[0, tokens] = 5.0 + 1e-6 * torch.arange(4.0)
+    falling[0, tokens] = 5.0 - 1e-6 * torch.arange(4.0)
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    draws = {}
+    for name, logits in (("rising", rising), ("falling", falling)):
+        sampler = RowSeededSampler([3], 1.0, 0.9, torch.device("cpu"))
+        draws[name] = [int(sampler(ids, logits).argmax(-1)[0]) for _ in range(40)]
+    assert draws["rising"] == draws["falling"]
+    assert set(draws["rising"]) == set(tokens.tolist())

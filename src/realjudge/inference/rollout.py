@@ -332,10 +332,14 @@ class RowSeededSampler:
 
     def _draw_in_nucleus(self, probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One row: its nucleus found on its own (its width, so its draws, never depend on the
-        other rows), one draw among the nucleus's tokens in proportion to their probability."""
+        other rows), one draw among the nucleus's tokens in proportion to their probability.
+        The tokens are laid out in vocabulary order for the draw, not in ``topk``'s order of
+        probability: two nearly equal probabilities that float noise swaps (another
+        micro-batching, another kernel) must not swap what the random numbers pick."""
         top, idx, keep = nucleus(probs, self.top_p)
         n = int(keep.sum())
-        return idx[torch.multinomial(top[:n], 1, generator=generator)]
+        ids, order = idx[:n].sort()
+        return ids[torch.multinomial(top[:n][order], 1, generator=generator)]
 
 
 def row_seeds(prompt_seeds: Sequence[int], num_samples: int) -> list[int]:
