@@ -8,6 +8,7 @@ import pytest
 
 from realjudge.reproduce.presets import PRESETS
 from realjudge.reproduce.runner import (
+    DONE_FILE,
     ReproduceConfig,
     portable,
     read_training_signal,
@@ -92,6 +93,11 @@ def test_smoke_run_writes_results_and_reuses_finished_work(tmp_path):
     assert done["decode_attention"] == here
     assert saved["environment"]["0"]["decode_attention"] == here
     assert done["top_p"] == saved["environment"]["0"]["top_p"] == "topk"
+    assert saved["environment"]["0"]["cue_scores"] == "generation"
+    # an evaluation's settings leave out how a written cue's score is read, so evaluations
+    # recorded before that setting existed are still reused
+    evaluation = json.loads((out / "seed0" / "REAL" / "eval-embedded-test" / DONE_FILE).read_text())
+    assert "reread_cue" not in evaluation["fingerprint"] and "cot" in evaluation["fingerprint"]
 
     # a second call reuses every trained model and evaluation (and reports their times)
     stamp = (out / "seed0" / "REAL" / "model.safetensors").stat().st_mtime_ns
@@ -119,7 +125,11 @@ def test_recorded_sampling_reads_the_runs_records(tmp_path):
     (run / "eval-test").mkdir(parents=True)
     (run / "reproduce_done.json").write_text(json.dumps({"fingerprint": {}, "seconds": 1.0}))
     # a record older than the fields: the model's own attention, a sorted top-p
-    assert recorded_sampling(run) == {"decode_attention": {"sdpa"}, "top_p": {"sort"}}
+    assert recorded_sampling(run) == {
+        "decode_attention": {"sdpa"},
+        "top_p": {"sort"},
+        "cue_scores": {"forward"},
+    }
     (run / "eval-test" / "reproduce_done.json").write_text(
         json.dumps(
             {
@@ -127,14 +137,17 @@ def test_recorded_sampling_reads_the_runs_records(tmp_path):
                 "seconds": 1.0,
                 "decode_attention": "realjudge_cpu_decode",
                 "top_p": "topk",
+                "cue_scores": "generation",
             }
         )
     )
     assert recorded_sampling(run) == {
         "decode_attention": {"sdpa", "realjudge_cpu_decode"},
         "top_p": {"sort", "topk"},
+        "cue_scores": {"forward", "generation"},
     }
-    assert recorded_sampling(tmp_path / "missing") == {"decode_attention": set(), "top_p": set()}
+    missing = recorded_sampling(tmp_path / "missing")
+    assert missing == {"decode_attention": set(), "top_p": set(), "cue_scores": set()}
 
 
 def test_a_reuse_dir_may_appear_later_but_a_file_is_refused(tmp_path, caplog):

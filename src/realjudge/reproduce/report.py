@@ -229,8 +229,10 @@ def precision_of(env: Mapping[str, Any]) -> str:
     decoding = f", decoding with {attention} attention" if attention else ""
     top_p = env.get("top_p")
     nucleus = f", top-p nucleus by {top_p}" if top_p else ""
+    cue = env.get("cue_scores")
+    scores = f", written cues scored by the {cue} pass" if cue else ""
     evaluation = env.get("eval_dtype", "?")
-    return f"{where}{threads}, training {train}, evaluation {evaluation}{decoding}{nucleus}"
+    return f"{where}{threads}, training {train}, evaluation {evaluation}{decoding}{nucleus}{scores}"
 
 
 def environment_md(results: Mapping[str, Any]) -> str | None:

@@ -329,10 +329,11 @@ def _finished(path: Path, wanted: Any, home: Path) -> float | None:
     return float(saved.get("seconds", 0.0)) if same else None
 
 
-#: How finished work sampled, as its record says (:func:`_mark_done`), with what a record
-#: older than the field implies: the code before the field decoded with the model's own
-#: attention, and found the top-p nucleus by sorting the vocabulary.
-SAMPLING_RECORD = {"decode_attention": "sdpa", "top_p": "sort"}
+#: How finished work sampled and read scores, as its record says (:func:`_mark_done`), with
+#: what a record older than the field implies: the code before the field decoded with the
+#: model's own attention, found the top-p nucleus by sorting the vocabulary, and read every
+#: CoT score with a second forward pass.
+SAMPLING_RECORD = {"decode_attention": "sdpa", "top_p": "sort", "cue_scores": "forward"}
 
 
 def _mark_done(path: Path, wanted: Any, seconds: float, exp: Experiment) -> None:
@@ -353,6 +354,8 @@ def _mark_done(path: Path, wanted: Any, seconds: float, exp: Experiment) -> None
         "seconds": seconds,
         "decode_attention": resolved_decode_attention(device, train),
         "top_p": TOP_P_IMPL,
+        # where CoT evaluation reads the score after a cue the judge wrote itself
+        "cue_scores": "generation",
     }
     path.write_text(json.dumps(payload, indent=2))
 
@@ -536,7 +539,11 @@ def eval_run(
         device=None if device == "auto" else device,
         progress=True,
     )
-    wanted = portable(ecfg.to_dict(), root)  # the flat layout of earlier records
+    # the flat layout of earlier records; how the score after a cue the judge wrote is read
+    # (generation pass or a second forward) moves it within rounding: recorded by _mark_done
+    # (SAMPLING_RECORD), not part of the settings, so earlier evaluations stay reusable
+    settings = {k: v for k, v in ecfg.to_dict().items() if k != "reread_cue"}
+    wanted = portable(settings, root)
     metrics_path = out / "metrics.json"
     # the settings name the model by its path only: adopt an evaluation of a run dir only
     # from a reuse dir whose run there is the same trained model
