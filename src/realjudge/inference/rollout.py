@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
@@ -306,27 +306,26 @@ class RowSeededSampler:
         from transformers import LogitsProcessorList
 
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-        self.warpers = LogitsProcessorList(sampling_warpers(temperature, top_p, top_p_impl))
         self.temperature = float(temperature)
         self.top_p = float(top_p)
-        self.by_nucleus = top_p_impl == "topk" and self.top_p < 1.0
+        # what a step computes: the rows' sampling probabilities, then one draw per row
+        self._probs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+        self._draw_row: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+        if top_p_impl == "topk" and self.top_p < 1.0:
+            self._probs = lambda ids, scores: torch.softmax(scores.float() / self.temperature, -1)
+            self._draw_row = self._draw_in_nucleus
+        else:
+            warpers = LogitsProcessorList(sampling_warpers(temperature, top_p, top_p_impl))
+            self._probs = lambda ids, scores: torch.softmax(warpers(ids, scores.float()), -1)
+            self._draw_row = lambda p, g: torch.multinomial(p, 1, generator=g)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if scores.shape[0] != len(self.generators):
             raise ValueError(f"{scores.shape[0]} rows for {len(self.generators)} row seeds")
-        if self.by_nucleus:
-            probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-            picks = torch.cat(
-                [self._draw_in_nucleus(p, g) for p, g in zip(probs, self.generators, strict=True)]
-            )
-        else:
-            probs = torch.softmax(self.warpers(input_ids, scores.float()), dim=-1)
-            picks = torch.cat(
-                [
-                    torch.multinomial(p, 1, generator=g)
-                    for p, g in zip(probs, self.generators, strict=True)
-                ]
-            )
+        probs = self._probs(input_ids, scores)
+        picks = torch.cat(
+            [self._draw_row(p, g) for p, g in zip(probs, self.generators, strict=True)]
+        )
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, picks.unsqueeze(1), 0.0)
 
