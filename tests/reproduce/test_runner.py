@@ -91,6 +91,9 @@ def test_smoke_run_writes_results_and_reuses_finished_work(tmp_path):
     here = runtime_environment("auto", "auto")["decode_attention"]
     done = json.loads((out / "seed0" / "REAL" / "reproduce_done.json").read_text())
     assert done["decode_attention"] == here
+    # a run's recorded time is the trainer's, over every (re)start of the run
+    trained = json.loads((out / "seed0" / "REAL" / "metrics.json").read_text())
+    assert done["seconds"] == trained["train_seconds"] == res["timings_s"]["REAL"]["seed0_train_s"]
     assert saved["environment"]["0"]["decode_attention"] == here
     assert done["top_p"] == saved["environment"]["0"]["top_p"] == "topk"
     assert saved["environment"]["0"]["cue_scores"] == "generation"

@@ -283,3 +283,23 @@ def test_resume_drops_redone_and_torn_log_lines(tmp_path):
     assert log.read_text() == '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n'
     _trim_log(SimpleNamespace(is_main_process=True), log, 1)
     assert log.read_text() == '{"step": 1, "loss": 1.0}\n'
+
+
+def test_a_resumed_run_counts_the_training_seconds_of_its_earlier_starts(tmp_path):
+    """The checkpoint records the seconds trained so far; a resumed run adds its own to them
+    (metrics.json's ``train_seconds``, what ``reproduce`` records as the run's time)."""
+    common = dict(max_steps=4, save_steps=2)
+    part = train(quick_config("sft", tmp_path, name="part", **common), stop_after=2)
+    state_file = part.out / "checkpoints" / "step-000002" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    assert 0 < state["train_seconds"] <= part.train_seconds
+    state["train_seconds"] = 1000.0  # as if the first start had taken that long
+    state_file.write_text(json.dumps(state))
+
+    resumed = train(quick_config("sft", tmp_path, name="part", resume=True, **common))
+    recorded = json.loads((resumed.out / "metrics.json").read_text())["train_seconds"]
+    assert recorded == resumed.train_seconds
+    assert 1000.0 < recorded < 1000.0 + 600
+
+    fresh = train(quick_config("sft", tmp_path, name="fresh", **common))
+    assert 0 < json.loads((fresh.out / "metrics.json").read_text())["train_seconds"] < 600

@@ -422,6 +422,17 @@ def _done_before(out: Path, root: Path, reuse: Sequence[Path], wanted: Any) -> f
     return _adopt(out, root, reuse, wanted)
 
 
+def _train_seconds(out: Path, default: float) -> float:
+    """The training seconds ``out/metrics.json`` recorded over every (re)start of the run
+    (a run resumed from a checkpoint adds its time to the checkpoint's), else ``default``."""
+    from realjudge.train.trainer import METRICS_FILE
+
+    try:
+        return float(json.loads((out / METRICS_FILE).read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
 def train_run(
     exp: Experiment,
     run: RunSpec,
@@ -468,7 +479,7 @@ def train_run(
         subprocess.run(cmd, check=True)
     else:
         train(cfg)
-    elapsed = time.perf_counter() - t0
+    elapsed = _train_seconds(out, default=time.perf_counter() - t0)
     _mark_done(out / DONE_FILE, wanted, elapsed, exp)
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # exported: no longer needed
     return out, elapsed

@@ -122,6 +122,8 @@ class TrainResult:
     interrupted: bool = False
     final_eval: dict[str, float] = field(default_factory=dict)
     last_metrics: dict[str, float] = field(default_factory=dict)
+    #: wall seconds of the work that made the model, over every (re)start (:func:`elapsed`)
+    train_seconds: float = 0.0
 
 
 def make_objective(cfg: TrainConfig) -> Any:
@@ -184,12 +186,13 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
             log_metrics(run, prefixed("eval/", scores), done)  # last: finish()
             keep_if_best(run, done, scores)
         if (cfg.save_steps and done % cfg.save_steps == 0) or (cfg.save_final and last):
-            save_checkpoint(run.acc, cfg, done)
+            save_checkpoint(run.acc, cfg, done, elapsed(run))
         if stop_after is not None and done >= stop_after and not last:
             result.interrupted = True
             break
     bar.close()
 
+    result.train_seconds = elapsed(run)
     if not result.interrupted:
         finish(run, result)  # final evaluation, metrics.json, the exported model
     run.acc.end_training()
@@ -207,7 +210,9 @@ class Run:
     """What the loop of :func:`train` works with (built by :func:`set_up`).
 
     ``micro``: prompts per process in one micro-batch; ``start``: the first step to run (the
-    checkpoint's step after a resume, else 0)."""
+    checkpoint's step after a resume, else 0); ``seconds_before``: the training seconds the
+    checkpoint resumed from recorded (else 0), ``clock``: ``time.perf_counter()`` when this
+    start began (:func:`elapsed`)."""
 
     cfg: TrainConfig
     acc: Any
@@ -222,6 +227,8 @@ class Run:
     micro: int
     start: int
     best: dict[str, Any] | None = None  # load_best_model_at_end: step, value, eval metrics
+    seconds_before: float = 0.0
+    clock: float = field(default_factory=time.perf_counter)
 
     @property
     def out(self) -> Path:
@@ -232,6 +239,7 @@ def set_up(cfg: TrainConfig) -> Run:
     """Accelerator, model, data, objective, optimiser and schedule, prepared by accelerate and
     restored from the checkpoint to resume from (if any); the objective's one-off set-up
     (TRACT stage 2: regenerate the CoTs) and the trackers."""
+    clock = time.perf_counter()
     acc = make_accelerator(cfg)
     micro = check_sizes(cfg, acc.num_processes)
     _check_accumulation(acc, cfg)
@@ -260,7 +268,7 @@ def set_up(cfg: TrainConfig) -> Run:
     _check_accumulation(acc, cfg)  # DeepSpeed may impose its own value in prepare
     ctx = Context(cfg, acc, tokenizer, encoder, vocab, scale)
     ctx.ref_logprobs_fn = _reference_fn(ctx, model, ref_model)
-    start = restore(acc, cfg, resume_from)
+    start, seconds_before = restore(acc, cfg, resume_from)
 
     if hasattr(objective, "setup"):
         objective.setup(ctx, model, train_records, records_visited(cfg, len(train_records)))
@@ -279,7 +287,16 @@ def set_up(cfg: TrainConfig) -> Run:
         micro=micro,
         start=start,
         best=read_best(Path(cfg.out), start) if cfg.load_best_model_at_end else None,
+        seconds_before=seconds_before,
+        clock=clock,
     )
+
+
+def elapsed(run: Run) -> float:
+    """Wall seconds of training so far, over every (re)start: those the checkpoint resumed
+    from recorded, plus this start's (set-up included). Work done after the last checkpoint
+    of a killed start is redone, and counted once, by the start that redoes it."""
+    return run.seconds_before + time.perf_counter() - run.clock
 
 
 def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
@@ -331,21 +348,23 @@ def build_optimizer(cfg: TrainConfig, model: Any, passes: int) -> tuple[Any, Any
     return optimizer, scheduler
 
 
-def restore(acc: Any, cfg: TrainConfig, resume_from: Path | None) -> int:
-    """Load the checkpoint to resume from (if any) and return its step; write the run's
-    config and drop log lines of steps that will be redone."""
+def restore(acc: Any, cfg: TrainConfig, resume_from: Path | None) -> tuple[int, float]:
+    """Load the checkpoint to resume from (if any) and return its step and the training
+    seconds it recorded (0 for checkpoints older than that record); write the run's config and
+    drop log lines of steps that will be redone."""
     out = Path(cfg.out)
-    start = 0
+    start, seconds = 0, 0.0
     if resume_from is not None:
         acc.load_state(str(resume_from))
-        start = int(json.loads((resume_from / STATE_FILE).read_text())["step"])
+        state = json.loads((resume_from / STATE_FILE).read_text())
+        start, seconds = int(state["step"]), float(state.get("train_seconds", 0.0))
         acc.print(f"resumed from {resume_from} (step {start})")
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out)  # the settings of the latest (re)start; each checkpoint keeps its own
     _trim_log(acc, out / LOG_FILE, start)
     acc.wait_for_everyone()
-    return start
+    return start, seconds
 
 
 def records_visited(cfg: TrainConfig, n: int) -> list[int]:
@@ -445,12 +464,15 @@ def finish(run: Run, result: TrainResult) -> None:
             if best_step != result.step:
                 load_best(run)
                 result.final_eval = dict(run.best["eval"])
+    result.train_seconds = elapsed(run)
     summary = {
         "method": cfg.method,
         "steps": result.step,
         "final_eval": result.final_eval,
         "best_step": best_step,
         "last_train_metrics": result.last_metrics,
+        # wall seconds over every (re)start, up to here (the export is not counted)
+        "train_seconds": result.train_seconds,
     }
     meta = {
         "method": cfg.method,
@@ -785,9 +807,10 @@ def mean_over_processes(metrics: dict[str, float]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(acc: Any, cfg: TrainConfig, done: int) -> Path:
+def save_checkpoint(acc: Any, cfg: TrainConfig, done: int, seconds: float = 0.0) -> Path:
     """``out/checkpoints/step-N``: accelerate state (model, optimiser, scheduler, RNG), the
-    config and ``trainer_state.json``, written atomically: into ``.partial-step-N`` (synced to
+    config and ``trainer_state.json`` (the step, and ``seconds`` of training so far: what a
+    resumed run adds its own to), written atomically: into ``.partial-step-N`` (synced to
     disk), then renamed. A killed write leaves only the partial dir, which
     :func:`~realjudge.train.modeling.latest_checkpoint` never picks and the next start
     removes. Then the oldest checkpoints beyond ``save_total_limit`` go (collective)."""
@@ -802,7 +825,8 @@ def save_checkpoint(acc: Any, cfg: TrainConfig, done: int) -> Path:
     pause_for_tests(f"step-{done}/checkpoint-written")
     if acc.is_main_process:
         cfg.save(partial)
-        (partial / STATE_FILE).write_text(json.dumps({"step": done, "method": cfg.method}))
+        state = {"step": done, "method": cfg.method, "train_seconds": seconds}
+        (partial / STATE_FILE).write_text(json.dumps(state))
         _sync_tree(partial)
         if path.exists():  # an incomplete dir of that name, from before writes were atomic
             shutil.rmtree(path)
