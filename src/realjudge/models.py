@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from realjudge.attention import decode_attention, use_decode_attention
+from realjudge.linear import use_packed_linears
 
 log = logging.getLogger(__name__)
 
@@ -401,6 +402,7 @@ def load_model(
     model.to(dev)
     model.eval()
     use_decode_attention(model)
+    use_packed_linears(model)
     return LoadedModel(
         model=model, tokenizer=tok, name=spec, device=dev, judge_defaults=read_judge_defaults(spec)
     )

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from realjudge.attention import use_decode_attention
+from realjudge.linear import use_packed_linears
 from realjudge.scoring.vocab import ScoreVocab, find_cue_end
 from realjudge.seeds import derive_seed
 
@@ -174,6 +175,7 @@ def generation_copy(model: Any, dtype: torch.dtype) -> Any:
         copy = deepcopy(model).to(dtype)
         copy.eval()
         use_decode_attention(copy)
+        use_packed_linears(copy)  # refreshed weights are repacked on their next use
         _GENERATION_COPIES[model] = copy
         return copy
     with torch.no_grad():
