@@ -192,9 +192,10 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
             break
     bar.close()
 
-    result.train_seconds = elapsed(run)
-    if not result.interrupted:
-        finish(run, result)  # final evaluation, metrics.json, the exported model
+    if result.interrupted:
+        result.train_seconds = elapsed(run)
+    else:
+        finish(run, result)  # final evaluation, metrics.json (train_seconds), the exported model
     run.acc.end_training()
     _release(run.acc)
     return result
