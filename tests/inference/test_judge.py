@@ -380,8 +380,9 @@ def test_a_cue_the_judge_wrote_is_read_from_the_generation_pass(
     tiny_model, tokenizer, monkeypatch, scripted_generate
 ):
     """Rows that write the canonical cue themselves take their distribution from the
-    generation pass (no second forward); the others are read by the forward pass; both give
-    what the forward pass over prompt + feedback gives (``reread_cue=True``)."""
+    generation pass; the others run only their forced cue on the generation's KV cache: no
+    forward pass over prompt + feedback, and both give what that forward pass gives
+    (``reread_cue=True``)."""
     vocab = ScoreVocab.from_tokenizer(tokenizer)
     scripted_generate(
         tokenizer.encode("Feedback: fine " + vocab.cue_text, add_special_tokens=False),
@@ -398,7 +399,7 @@ def test_a_cue_the_judge_wrote_is_read_from_the_generation_pass(
     records = make_records(3)
     common = dict(cot=True, max_new_tokens=12, batch_size=8)
     fast = Judge(tiny_model, tokenizer, cfg(**common)).predict_all(records)
-    assert forwarded == [1]  # only row 1 (the cue forced on it) needed the forward pass
+    assert forwarded == []  # row 1's forced cue ran on the generation's cache
     assert [r["status"] for r in fast] == ["ok", "forced_cue", "ok"]
     forwarded.clear()
     slow = Judge(tiny_model, tokenizer, cfg(reread_cue=True, **common)).predict_all(records)

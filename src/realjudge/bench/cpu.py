@@ -21,11 +21,12 @@ rollouts of up to ``max_new_tokens`` tokens) and of a CoT evaluation:
 - eval speedup: ``Judge.predict_all`` with chain of thought on the same records, as before
   (fp32 weights, greedy feedbacks, then a scoring forward pass over every prompt + feedback:
   ``JudgeConfig.reread_cue``) against the fast path (its weights; a feedback in which the
-  judge wrote the canonical cue itself is scored from the generation pass, the others by the
-  forward pass), ratio of examples/s. The base model seldom writes the canonical cue, so at
-  its default (``--model embedded``) the figure is mostly the precision's; a trained judge
-  writes it on every item (``--model`` a ``realjudge train`` output; ``wrote_cue`` in the
-  JSON);
+  judge wrote the canonical cue itself is scored from the generation pass, the others by
+  running only their forced cue on the generation's KV cache:
+  :func:`realjudge.inference.rollout.logits_after_rollouts`), ratio of examples/s. The base
+  model seldom writes the canonical cue (``--model embedded``: its cues are forced); a trained
+  judge writes it on every item (``--model`` a ``realjudge train`` output; ``wrote_cue`` in
+  the JSON);
 - decode fraction of bandwidth bound: the fast path's weight bytes over the time of one decode
   step (the rollout batch, cache filled with the prompts) against the bandwidth of a large
   memory copy measured in the same run (bytes read + written per second). 1.0 would mean a
@@ -412,8 +413,9 @@ def _bench_eval(
     repeats: int,
 ) -> dict[str, Any]:
     """CoT evaluation (greedy feedback, then the score) as before (fp32 weights, a scoring
-    forward pass over every feedback) and on the fast path (fast weights, the score of a
-    feedback that wrote the cue read from the generation pass)."""
+    forward pass over every feedback) and on the fast path (fast weights, every score read
+    from the generation pass: its logits after a cue the judge wrote, its KV cache under a
+    forced one)."""
     from realjudge.data.loaders import load_records
     from realjudge.inference.judge import Judge, JudgeConfig
     from realjudge.models import load_model
@@ -436,7 +438,7 @@ def _bench_eval(
         for kind, dt in (("fp32", "float32"), ("fast", str(fast).removeprefix("torch.")))
     }
     # as before, fp32 reads every feedback's score with a second forward pass; the fast path
-    # reads it from the generation pass where the judge wrote the cue itself
+    # reads it from the generation pass (logits after the judge's own cue, else its KV cache)
     configs = {"fp32": replace(cfg, reread_cue=True), "fast": cfg}
     judges = {k: Judge(lm.model, lm.tokenizer, configs[k]) for k, lm in loaded.items()}
     tokens: dict[str, float] = {}

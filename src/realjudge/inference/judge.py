@@ -12,10 +12,13 @@ one per record, in input order, and never stops on a bad item. Two ways to read 
   canonical cue itself, the score distribution is the generation pass's next-step logits
   after the cue (their context is exactly prompt + feedback; recorded by
   :class:`~realjudge.inference.rollout.CueLogitsRecorder`, as REAL's trainer reads its
-  rewards); the other feedbacks (cue forced or re-tokenized) get ONE batched
-  :func:`~realjudge.inference.batch.judge_forward` over prompt + feedback, the same layout and
-  forward pass that training uses, read at the position after the cue.
-  ``JudgeConfig.reread_cue`` sends every feedback through that forward pass.
+  rewards); the other feedbacks (cue forced or re-tokenized) are read from the generation's
+  KV cache: the feedback cut where the cue goes, then only the cue's tokens run through the
+  model (:func:`~realjudge.inference.rollout.logits_after_rollouts`; the context of a forward
+  pass over prompt + feedback + cue, without computing it again).
+  ``JudgeConfig.reread_cue`` sends every feedback through ONE batched
+  :func:`~realjudge.inference.batch.judge_forward` over prompt + feedback instead, the same
+  layout and forward pass that training uses, read at the position after the cue.
 
 From the distribution ``p`` over the scores ``k``:
 
@@ -75,9 +78,11 @@ from realjudge.inference.rollout import (
     OK,
     RETOKENIZED_CUE,
     CueLogitsRecorder,
+    GenerationState,
     compact_score_distribution,
     finish_rollout,
     logits_after_cue,
+    logits_after_rollouts,
     sample,
     stop_token_ids,
     written_text,
@@ -278,6 +283,9 @@ class TransformersBackend:
         recorder = None
         if not cfg.reread_cue and len(score_ids) == 1:
             recorder = CueLogitsRecorder(next(iter(score_ids)))
+        # and after a forced (or re-tokenized) cue from the generation's KV cache: only the
+        # cue's tokens run through the model
+        state = GenerationState() if not cfg.reread_cue and _is_torch_model(self.model) else None
         generated = sample(
             self.model,
             self.tokenizer,
@@ -289,6 +297,7 @@ class TransformersBackend:
             greedy=cfg.greedy,
             stop_strings=sorted({t for it in items for t in it.vocab.stop_strings}),
             recorder=recorder,
+            state=state,
         )
         steps = recorder.result() if recorder is not None else None
         partial, dists, reread = [], [], []
@@ -306,7 +315,13 @@ class TransformersBackend:
             else:
                 probs, leaked = compact_score_distribution(compact, normalize=cfg.normalize)
                 dists.append((probs.tolist(), float(leaked)))
-        if reread:
+        if reread and state is not None and state.ready:
+            logits = logits_after_rollouts(state, reread, [partial[j][0] for j in reread])
+            for j, row in zip(reread, logits, strict=True):
+                ids = torch.tensor(items[j // k].vocab.token_ids, dtype=torch.long)
+                probs, leaked = score_distribution(row.cpu(), ids, normalize=cfg.normalize)
+                dists[j] = (probs.tolist(), float(leaked))
+        elif reread:
             rows = [(items[j // k], partial[j][0]) for j in reread]
             got = self._distributions(
                 [it.prompt_ids for it, _ in rows],

@@ -378,6 +378,75 @@ class CueLogitsRecorder:
         return torch.stack(self.steps, dim=1).cpu()
 
 
+class GenerationState:
+    """What a :func:`sample` call leaves behind when passed as ``state``: the model that
+    generated (the ``dtype`` copy when one was used), its KV cache after the last step and
+    the rows' prompt masks, so that :func:`logits_after_rollouts` can read the score after a
+    forced cue by running only the cue tokens on top of the generated prefix."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.cache: Any = None
+        self.prompt_mask: torch.Tensor | None = None  # [rows, P], left-padded, rows repeated
+
+    @property
+    def ready(self) -> bool:
+        return self.cache is not None
+
+
+@torch.no_grad()
+def logits_after_rollouts(
+    state: GenerationState, rows: Sequence[int], rollouts: Sequence[Rollout]
+) -> torch.Tensor:
+    """The next-token logits after each rollout's whole ``response_ids`` (``[len(rows), V]``,
+    fp32): generated row ``rows[i]`` cut to its first ``n_sampled`` tokens, then the tokens
+    appended to it (a forced or re-tokenized cue).
+
+    The prompt and the kept generated tokens are read from the generation's KV cache; only
+    the appended tokens (and the last generated one, which generation sampled but never ran)
+    go through the model, with the cached positions after the cut masked out and the
+    positions counted on from the cut. The same context as a forward pass over prompt +
+    response (:func:`~realjudge.inference.batch.judge_forward`), without computing it again.
+    Consumes the cache: call it once per :func:`sample` call."""
+    if not state.ready or state.prompt_mask is None:
+        raise ValueError("the generation state is empty: pass it to sample() first")
+    if len(rows) != len(rollouts):
+        raise ValueError(f"{len(rows)} rows for {len(rollouts)} rollouts")
+    cache, state.cache = state.cache, None
+    device = state.prompt_mask.device
+    index = torch.tensor(list(rows), dtype=torch.long, device=device)
+    if len(rows) != state.prompt_mask.shape[0] or not torch.equal(
+        index, torch.arange(len(rows), device=device)
+    ):
+        cache.batch_select_indices(index)
+    prompt_mask = state.prompt_mask[index]
+    P = prompt_mask.shape[1]
+    cached = cache.get_seq_length() - P  # generated tokens whose keys/values are cached
+    cuts = [min(r.n_sampled, cached) for r in rollouts]
+    new = [r.response_ids[c:] for r, c in zip(rollouts, cuts, strict=True)]
+    if any(not n for n in new):
+        raise ValueError("a rollout adds no token after its generated prefix")
+    n, L = len(rows), max(len(t) for t in new)
+    ids = torch.zeros((n, L), dtype=torch.long, device=device)
+    mask = torch.zeros((n, P + cached + L), dtype=torch.long, device=device)
+    mask[:, :P] = prompt_mask
+    for i, (tokens, c) in enumerate(zip(new, cuts, strict=True)):
+        ids[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[i, P : P + c] = 1
+        mask[i, P + cached : P + cached + len(tokens)] = 1
+    start = prompt_mask.sum(-1) + torch.tensor(cuts, device=device)
+    position_ids = start[:, None] + torch.arange(L, device=device)[None, :]
+    out = state.model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=position_ids,
+        use_cache=True,
+        **{cache_kwarg(state.model): cache},
+    )
+    last = torch.tensor([len(t) - 1 for t in new], device=device)
+    return out.logits[torch.arange(n, device=device), last].float()
+
+
 def logits_after_cue(steps: torch.Tensor, rollout: Rollout) -> torch.Tensor | None:
     """The recorded generation-step logits (``steps``: ``[steps, K + 1]`` of one row) right
     after ``rollout``'s cue: step ``n_sampled`` -- its context is exactly prompt + response --
@@ -437,6 +506,7 @@ def sample(
     recorder: CueLogitsRecorder | None = None,
     prompt_seeds: Sequence[int] | None = None,
     top_p_impl: str = TOP_P_IMPL,
+    state: GenerationState | None = None,
 ) -> list[list[int]]:
     """Batched generation with the KV cache; returns ``len(prompt_ids) * num_samples``
     continuations, the samples of one prompt next to each other.
@@ -463,7 +533,10 @@ def sample(
 
     Sampling warps the logits with :func:`sampling_warpers` (temperature, then top-p;
     ``top_p_impl``: ``topk``, the default, finds the nucleus without sorting the vocabulary,
-    ``sort`` is ``transformers``' warper), run as logits processors after ``recorder``."""
+    ``sort`` is ``transformers``' warper), run as logits processors after ``recorder``.
+
+    ``state`` (a torch module only): keep the generating model, its KV cache and the prompt
+    masks there, for :func:`logits_after_rollouts`."""
     device = next(model.parameters()).device
     is_module = isinstance(model, torch.nn.Module)
     if (
@@ -512,7 +585,12 @@ def sample(
         # greedy ``generate`` -- the row-seeded path -- refuses)
         ids = ids.repeat_interleave(num_samples, dim=0)
         att = att.repeat_interleave(num_samples, dim=0)
+        if state is not None and is_module:
+            kwargs["return_dict_in_generate"] = True
         out = model.generate(input_ids=ids, attention_mask=att, **kwargs)
     finally:
         model.train(was_training)
+    if state is not None and is_module:
+        state.model, state.cache, state.prompt_mask = model, returned_cache(out), att
+        out = out.sequences
     return [row.tolist() for row in out[:, P:].cpu()]

@@ -77,9 +77,10 @@ class JudgeConfig:
             score distribution with a second forward pass over prompt + feedback. ``False``
             (default): a feedback in which the judge wrote the canonical cue itself gets it
             from the generation pass (the logits of the step after the cue, whose context is
-            exactly prompt + feedback), and only the others (cue forced or re-tokenized) need
-            the forward pass. ``True`` is how evaluation read every row before, and the fp32
-            baseline of ``realjudge bench cpu``.
+            exactly prompt + feedback), and the others (cue forced or re-tokenized) from the
+            generation's KV cache with only the cue's tokens run through the model.
+            ``True`` is how evaluation read every row before, and the fp32 baseline of
+            ``realjudge bench cpu``.
     """
 
     mode: str = "rail"
