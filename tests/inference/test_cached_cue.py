@@ -55,3 +55,23 @@ def test_cue_after_any_cut_matches_a_forward_pass_over_prompt_and_response(
 def test_an_empty_state_is_refused(tiny_model):
     with pytest.raises(ValueError, match="empty"):
         logits_after_rollouts(GenerationState(), [0], [Rollout(CUE, 0, FORCED_CUE, None, "")])
+
+
+@pytest.mark.filterwarnings("error:.*past_key_values.*:FutureWarning")
+def test_a_lora_model_reads_the_cue_from_its_own_cache(tiny_model, tokenizer):
+    """Through a peft wrapper (whose ``forward`` names no cache argument) the cache reaches
+    the model under the name the model takes (no deprecated alias): the same logits as the
+    forward pass."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        tiny_model.float(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    ).eval()
+    state = GenerationState()
+    generated = sample(model, tokenizer, PROMPTS, max_new_tokens=4, greedy=True, state=state)
+    rollouts = [Rollout(g[:2] + CUE, 2, FORCED_CUE, None, "") for g in generated]
+    got = logits_after_rollouts(state, range(len(rollouts)), rollouts)
+    batch = make_batch(PROMPTS, [r.response_ids for r in rollouts], tokenizer.pad_token_id)
+    with torch.no_grad():
+        want = judge_forward(model, batch).score_logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
