@@ -144,7 +144,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --cot, score every feedback with a second forward pass over prompt + "
         "feedback (default: a feedback in which the judge wrote the cue itself is scored from "
-        "the generation pass; the others get the forward pass)",
+        "the generation pass; the others run only their appended cue on the generation's KV "
+        "cache)",
     )
     g.add_argument(
         "--backend",
