@@ -382,8 +382,14 @@ def load_model(
     device: str | None = None,
     dtype: str | None = None,
     seed: int = 0,
+    pack: bool = True,
 ) -> LoadedModel:
-    """Load ``spec`` (see module doc) on ``device`` in ``dtype`` (``auto`` picks sensibly)."""
+    """Load ``spec`` (see module doc) on ``device`` in ``dtype`` (``auto`` picks sensibly).
+
+    ``pack``: on a CPU, run no-grad inference through packed weights
+    (:func:`realjudge.linear.use_packed_linears`); ``False`` keeps plain ``Linear`` layers (a
+    model to train, whose no-grad passes should compute what its training passes do, and the
+    "as before" arms of the benchmarks)."""
     from transformers import AutoModelForCausalLM
 
     dev = pick_device(device)
@@ -402,7 +408,8 @@ def load_model(
     model.to(dev)
     model.eval()
     use_decode_attention(model)
-    use_packed_linears(model)
+    if pack:
+        use_packed_linears(model)
     return LoadedModel(
         model=model, tokenizer=tok, name=spec, device=dev, judge_defaults=read_judge_defaults(spec)
     )

@@ -1,7 +1,7 @@
-"""Packed linear layers for bf16 inference on a CPU (realjudge.linear): the same outputs as
-``Linear`` -- logits and generated tokens -- where no gradient is wanted; plain ``Linear``
-where one is, and for fp32 models; the packed copy follows in-place updates of the weight
-and is never copied."""
+"""Packed linear layers for inference on a CPU (realjudge.linear): in bf16 the same outputs as
+``Linear`` -- logits and generated tokens -- in fp32 the same up to float rounding, where no
+gradient is wanted and autocast is off; plain ``Linear`` where one is; the packed copy follows
+in-place updates of the weight and is never copied."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from realjudge.inference.rollout import generation_copy
-from realjudge.linear import PackedLinear, packing_available, packs_linears, use_packed_linears
+from realjudge.linear import (
+    PACKED_DTYPES,
+    PackedLinear,
+    packing_available,
+    packs_linears,
+    use_packed_linears,
+)
 from realjudge.models import load_model
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="no oneDNN linear packing")
@@ -22,18 +28,40 @@ pytestmark = pytest.mark.skipif(not packing_available(), reason="no oneDNN linea
 def _layer(dtype: torch.dtype = torch.bfloat16) -> torch.nn.Linear:
     torch.manual_seed(0)
     layer = torch.nn.Linear(24, 40).to(dtype)
-    assert use_packed_linears(torch.nn.Sequential(layer)) == (dtype == torch.bfloat16)
+    assert use_packed_linears(torch.nn.Sequential(layer)) == (dtype in PACKED_DTYPES)
     return layer
 
 
-def test_packed_only_for_bf16_on_a_cpu():
+def test_packed_for_bf16_and_fp32_on_a_cpu():
     assert packs_linears("cpu", torch.bfloat16)
-    assert not packs_linears("cpu", torch.float32)
+    assert packs_linears("cpu", torch.float32)
+    assert not packs_linears("cpu", torch.float16)
     assert not packs_linears("meta", torch.bfloat16)
-    assert type(_layer(torch.float32)) is torch.nn.Linear
-    assert load_model("tiny", device="cpu", dtype="float32").model.lm_head.__class__ is (
-        torch.nn.Linear
-    )
+    assert type(_layer(torch.float16)) is torch.nn.Linear
+    assert isinstance(load_model("tiny", device="cpu", dtype="float32").model.lm_head, PackedLinear)
+    # a model to train keeps plain layers
+    plain = load_model("tiny", device="cpu", dtype="float32", pack=False).model
+    assert not any(isinstance(m, PackedLinear) for m in plain.modules())
+
+
+@torch.no_grad()
+def test_an_fp32_packed_layer_gives_linears_outputs_up_to_rounding():
+    layer = _layer(torch.float32)
+    x = torch.randn(3, 5, 24)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    assert layer._packed is not None  # used the packed copy
+
+
+@torch.no_grad()
+def test_under_autocast_it_is_a_plain_linear():
+    """Autocast runs a fp32 layer's product in bf16: a packed fp32 product would bypass it."""
+    layer = _layer(torch.float32)
+    x = torch.randn(4, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+        expected = F.linear(x, layer.weight, layer.bias)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
+    assert layer._packed is None
 
 
 @torch.no_grad()
@@ -82,6 +110,18 @@ def test_a_packed_model_gives_the_same_logits_and_tokens(tiny_model):
     ids = torch.tensor([[5, 17, 42, 99, 3], [8, 1000, 23, 4, 5]])
     assert torch.equal(model(input_ids=ids).logits, plain(input_ids=ids).logits)
     assert model.lm_head._packed is not None  # the packed copies were used
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(ids, **kw), plain.generate(ids, **kw))
+
+
+@torch.no_grad()
+def test_an_fp32_packed_model_gives_the_logits_up_to_rounding_and_the_same_tokens(tiny_model):
+    model = tiny_model.float().eval()
+    plain = copy.deepcopy(model)
+    assert use_packed_linears(model) > 0 and isinstance(model.lm_head, PackedLinear)
+    ids = torch.tensor([[5, 17, 42, 99, 3], [8, 1000, 23, 4, 5]])
+    torch.testing.assert_close(model(input_ids=ids).logits, plain(input_ids=ids).logits)
+    assert model.lm_head._packed is not None
     kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
     assert torch.equal(model.generate(ids, **kw), plain.generate(ids, **kw))
 

@@ -2,7 +2,9 @@
 
 The fast path is what ``auto`` precision picks on this machine (:func:`realjudge.models.
 pick_dtype`: bf16 on a CPU where it is fast, else fp32) plus the G samples of a prompt
-sharing one prefill (:func:`realjudge.inference.rollout.shared_prefill`). Four figures, at the
+sharing one prefill (:func:`realjudge.inference.rollout.shared_prefill`) and inference
+through packed weights (:mod:`realjudge.linear`; the fp32 arm keeps plain ``Linear``
+layers). ``--dtype fp32`` measures the fast path of a CPU without fast bf16. Four figures, at the
 shapes of a ``cpu-embedded`` RL step (REAL: ``batch_size`` prompts x ``num_generations``
 rollouts of up to ``max_new_tokens`` tokens) and of a CoT evaluation:
 
@@ -433,8 +435,9 @@ def _bench_eval(
         backend="transformers",
         progress=False,
     )
+    # as before: plain fp32 Linear layers; the fast path's packed (realjudge.linear)
     loaded = {
-        kind: load_model(model, device="cpu", dtype=dt)
+        kind: load_model(model, device="cpu", dtype=dt, pack=kind == "fast")
         for kind, dt in (("fp32", "float32"), ("fast", str(fast).removeprefix("torch.")))
     }
     # as before, fp32 reads every feedback's score with a second forward pass; the fast path
@@ -513,7 +516,7 @@ def rail_precision_gap(
     )
     scores: dict[str, list[float | None]] = {}
     for kind, dt in (("fp32", "float32"), ("fast", str(fast).removeprefix("torch."))):
-        loaded = load_model(model, device="cpu", dtype=dt)
+        loaded = load_model(model, device="cpu", dtype=dt, pack=kind == "fast")
         rows = Judge(loaded.model, loaded.tokenizer, cfg).predict_all(records)
         scores[kind] = [r.get("expected_score") for r in rows]
         del loaded

@@ -41,7 +41,7 @@ def _dtype(name: str) -> torch.dtype:
 def load_base(spec: str, dtype: str, seed: int) -> tuple[Any, Any]:
     """Model (on CPU, not yet moved) and tokenizer of ``spec`` (``tiny``/``embedded``/dir/hub)."""
     if spec in ("tiny", "embedded"):
-        lm = load_model(spec, device="cpu", dtype=dtype, seed=seed)
+        lm = load_model(spec, device="cpu", dtype=dtype, seed=seed, pack=False)
         return lm.model, lm.tokenizer
     from transformers import AutoModelForCausalLM
 
