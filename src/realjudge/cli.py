@@ -496,7 +496,11 @@ def _add_bench_cpu(bench_sub: Any) -> None:
         "--repeats", type=int, default=2, help="rounds of the rollout and eval pairs (default 2)"
     )
     cpu.add_argument(
-        "--train-repeats", type=int, default=2, help="timed steps per precision (default 2)"
+        "--train-repeats",
+        type=int,
+        default=2,
+        help="rounds of one timed step per precision, each in a fresh harness after a warm-up "
+        "step, the order flipping (default 2)",
     )
     cpu.add_argument("--seed", type=int, default=0, help="sampling/data seed (default: 0)")
     cpu.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
