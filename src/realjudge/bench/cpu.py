@@ -185,7 +185,7 @@ def bench_cpu(
     eval_items: int = 16,
     eval_batch_size: int = 8,
     repeats: int = 2,
-    train_repeats: int = 2,
+    train_repeats: int = 3,
     seed: int = 0,
     threads: int | None = None,
     show: bool = True,
