@@ -263,10 +263,14 @@ class TransformersBackend:
             ).to(self.device)
             logits = judge_forward(self.model, batch).score_logits
             for i, vocab in enumerate(vocabs[start : start + step]):
-                ids = torch.tensor(vocab.token_ids, dtype=torch.long, device=logits.device)
-                probs, leaked = score_distribution(logits[i], ids, normalize=self.config.normalize)
-                out.append((probs.tolist(), float(leaked)))
+                out.append(self._distribution(logits[i], vocab))
         return out
+
+    def _distribution(self, logits: torch.Tensor, vocab: ScoreVocab) -> tuple[list[float], float]:
+        """The score distribution and leaked mass of one row's next-token ``logits``."""
+        ids = torch.tensor(vocab.token_ids, dtype=torch.long, device=logits.device)
+        probs, leaked = score_distribution(logits, ids, normalize=self.config.normalize)
+        return probs.tolist(), float(leaked)
 
     def _run_score_only(self, items: Sequence[JudgeItem]) -> list[list[SampleOutcome]]:
         dists = self._distributions(
@@ -318,9 +322,7 @@ class TransformersBackend:
         if reread and state is not None and state.ready:
             logits = logits_after_rollouts(state, reread, [partial[j][0] for j in reread])
             for j, row in zip(reread, logits, strict=True):
-                ids = torch.tensor(items[j // k].vocab.token_ids, dtype=torch.long)
-                probs, leaked = score_distribution(row.cpu(), ids, normalize=cfg.normalize)
-                dists[j] = (probs.tolist(), float(leaked))
+                dists[j] = self._distribution(row, items[j // k].vocab)
         elif reread:
             rows = [(items[j // k], partial[j][0]) for j in reread]
             got = self._distributions(

@@ -417,9 +417,7 @@ def logits_after_rollouts(
     cache, state.cache = state.cache, None
     device = state.prompt_mask.device
     index = torch.tensor(list(rows), dtype=torch.long, device=device)
-    if len(rows) != state.prompt_mask.shape[0] or not torch.equal(
-        index, torch.arange(len(rows), device=device)
-    ):
+    if list(rows) != list(range(state.prompt_mask.shape[0])):  # not every row, in order
         cache.batch_select_indices(index)
     prompt_mask = state.prompt_mask[index]
     P = prompt_mask.shape[1]
