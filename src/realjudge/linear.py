@@ -8,9 +8,9 @@ about as much as the product itself. :class:`PackedLinear` reorders a weight onc
 (``torch.ops.mkldnn._linear_pointwise``). In bf16 that is the same oneDNN product on the same
 numbers, so the same outputs (``tests/inference/test_packed_linear.py`` checks logits and
 generated tokens). In fp32 ``F.linear`` runs MKL's sgemm instead, and oneDNN's packed product
-sums in another order: outputs differ by float rounding (logits by ~1e-5 relative on the tiny
-model) and are about 1.5x faster to get at decode shapes (``realjudge bench cpu --dtype
-fp32``, eval figure). ``realjudge bench cpu`` measures the fast path this belongs to.
+sums in another order: outputs differ by float rounding (the tests check logits with
+``torch.testing.assert_close``'s fp32 tolerance and the same greedy tokens). ``realjudge bench
+cpu`` (``--dtype fp32`` for the fp32 case) measures the fast path this belongs to.
 
 Only where nothing needs a gradient and autocast is off: with autograd recording (training),
 under autocast (which would have run the product in its own dtype), for another dtype of
