@@ -502,6 +502,13 @@ def _add_bench_cpu(bench_sub: Any) -> None:
         help="rounds of one timed step per precision, each in a fresh harness after a warm-up "
         "step, the order flipping; the median drops one slow round (default 3)",
     )
+    cpu.add_argument(
+        "--freeze-layers",
+        type=int,
+        default=None,
+        help="lower layers frozen in the train figure's step (default: the preset's, 0 for "
+        "cpu-embedded; the main job and the cpu reproduce presets freeze 15 of 30)",
+    )
     cpu.add_argument("--seed", type=int, default=0, help="sampling/data seed (default: 0)")
     cpu.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     cpu.add_argument(
@@ -525,6 +532,7 @@ def _run_bench_cpu(args: argparse.Namespace) -> int:
         eval_batch_size=args.eval_batch_size,
         repeats=args.repeats,
         train_repeats=args.train_repeats,
+        freeze_layers=args.freeze_layers,
         seed=args.seed,
         threads=args.threads,
         json_out=args.json_out,

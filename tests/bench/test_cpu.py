@@ -39,6 +39,7 @@ def test_step_shapes_are_the_presets():
         v["num_generations"],
         v["max_new_tokens"],
     )
+    assert s["freeze_layers"] == v.get("freeze_layers", 0) == 0
 
 
 def test_fraction_of_bound():
@@ -78,6 +79,8 @@ def test_bench_cpu_prints_four_lines_and_writes_json(tmp_path, capsys):
         "1",
         "--train-repeats",
         "1",
+        "--freeze-layers",
+        "1",
         "--json",
         str(dest),
     ]
@@ -101,6 +104,23 @@ def test_bench_cpu_prints_four_lines_and_writes_json(tmp_path, capsys):
     assert out["config"]["prompts"] == 2 and out["config"]["group_size"] == 2
     assert out["rollout"]["rows"] == 4
     assert out["decode"]["dtype"] == "bfloat16"
+    assert out["config"]["freeze_layers"] == 1
+    # one uncounted harness first, then one timed step per arm and round
+    train = out["train"]
+    assert train["first_harness_s"] > 0
+    assert len(train["fp32_step_s"]) == len(train["fast_step_s"]) == 1
+
+
+def test_train_harness_freezes_the_lower_layers():
+    from realjudge.bench.cpu import _harness, step_shapes
+
+    shapes = {**step_shapes(), "prompts": 1, "group_size": 2, "max_new_tokens": 4}
+    with _harness("tiny", "embedded", {**shapes, "freeze_layers": 1}, "no", 0) as h:
+        layers = h.acc.unwrap_model(h.net).model.layers
+        assert not any(p.requires_grad for p in layers[0].parameters())
+        assert all(p.requires_grad for p in layers[1].parameters())
+        trained = {id(p) for p in h.trainable}
+        assert not any(id(p) in trained for p in layers[0].parameters())
 
 
 @pytest.mark.parametrize(("dtype", "zero"), [("bf16", False), ("fp32", True)])

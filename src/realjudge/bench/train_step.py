@@ -307,11 +307,13 @@ def train_step_harness(
     seed: int,
     threads: int | None,
     mixed_precision: str = "auto",
+    freeze_layers: int = 0,
 ) -> Iterator[TrainStepHarness]:
     """A :class:`TrainStepHarness` for one step of ``prompts`` prompts x ``group_size``
     rollouts; torch runs on ``threads`` threads (default: unchanged) until the block ends, and
     the accelerator is released then. ``mixed_precision``: the config key (``auto``: as the
-    trainer picks it)."""
+    trainer picks it); ``freeze_layers``: the config key (the lower layers and the input
+    embeddings frozen, backward stopping above them)."""
     import tempfile
     from pathlib import Path
 
@@ -341,6 +343,7 @@ def train_step_harness(
             temperature=temperature,
             top_p=top_p,
             mixed_precision=mixed_precision,
+            freeze_layers=freeze_layers,
         )
         acc = make_accelerator(_method_configs(shared, beta)["real"])
         threads_before = torch.get_num_threads()
