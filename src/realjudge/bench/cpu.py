@@ -18,8 +18,10 @@ rollouts of up to ``max_new_tokens`` tokens) and of a CoT evaluation:
   different numbers of steps: the figure is the ratio of sampled token slots per second
   (rows x decode steps / seconds);
 - train speedup: one REAL update (``judge_forward``, loss, backward, clipping, AdamW) through
-  the trainer's own code on the same rollouts, accelerate ``mixed_precision`` ``no`` against
-  the fast path's (bf16 autocast, fp32 master weights and losses), ratio of step times. The
+  the trainer's own code on the same rollouts, as before (accelerate ``mixed_precision``
+  ``no``, every rollout's row run through the model with its prompt:
+  ``share_prompt_forward=False``) against the fast path (bf16 autocast, fp32 master weights and
+  losses, each prompt run once for its G rollouts), ratio of step times. The
   preset's ``freeze_layers`` (``cpu-embedded``: 0, every layer trained; the main job and the
   ``cpu-embedded`` / ``cpu-powered`` comparisons freeze the lower 15 of 30: ``freeze_layers``
   times that step);
@@ -280,7 +282,9 @@ def format_cpu_bench(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _harness(model: str, data: str, shapes: dict[str, Any], mixed: str, seed: int) -> Any:
+def _harness(
+    model: str, data: str, shapes: dict[str, Any], mixed: str, seed: int, share: bool = True
+) -> Any:
     from realjudge.bench.train_step import train_step_harness
 
     return train_step_harness(
@@ -303,6 +307,7 @@ def _harness(model: str, data: str, shapes: dict[str, Any], mixed: str, seed: in
         threads=None,
         mixed_precision=mixed,
         freeze_layers=shapes["freeze_layers"],
+        share_prompt_forward=share,
     )
 
 
@@ -412,8 +417,8 @@ def _bench_train(
     after the rollouts runs slow whichever arm it holds."""
 
     def run(kind: str) -> float:
-        mp = "no" if kind == "fp32" else mixed
-        with _harness(model, data, shapes, mp, seed) as h:
+        fp32 = kind == "fp32"
+        with _harness(model, data, shapes, "no" if fp32 else mixed, seed, share=not fp32) as h:
             return _timed_steps(h, groups, 1)[0]
 
     first = run("fast")

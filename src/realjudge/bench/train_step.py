@@ -308,12 +308,14 @@ def train_step_harness(
     threads: int | None,
     mixed_precision: str = "auto",
     freeze_layers: int = 0,
+    share_prompt_forward: bool = True,
 ) -> Iterator[TrainStepHarness]:
     """A :class:`TrainStepHarness` for one step of ``prompts`` prompts x ``group_size``
     rollouts; torch runs on ``threads`` threads (default: unchanged) until the block ends, and
     the accelerator is released then. ``mixed_precision``: the config key (``auto``: as the
     trainer picks it); ``freeze_layers``: the config key (the lower layers and the input
-    embeddings frozen, backward stopping above them)."""
+    embeddings frozen, backward stopping above them); ``share_prompt_forward``: the config key
+    (each prompt run once for its rollouts in the training forward)."""
     import tempfile
     from pathlib import Path
 
@@ -344,6 +346,7 @@ def train_step_harness(
             top_p=top_p,
             mixed_precision=mixed_precision,
             freeze_layers=freeze_layers,
+            share_prompt_forward=share_prompt_forward,
         )
         acc = make_accelerator(_method_configs(shared, beta)["real"])
         threads_before = torch.get_num_threads()

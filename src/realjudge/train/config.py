@@ -342,6 +342,11 @@ class RolloutConfig(TrainConfig):
         vllm_server_timeout: seconds to wait for the server to come up (server mode).
         vllm_gpu_memory_utilization: fraction of each GPU's memory vLLM may take for weights
             and KV cache (colocate mode; the server takes ``--gpu_memory_utilization``).
+        share_prompt_forward: the training forward over a prompt's ``num_generations``
+            rollouts runs the prompt once (its keys and values repeated for the rollouts,
+            gradients summed by autograd) instead of once per rollout: the same numbers up to
+            float rounding, fewer tokens through the model. Off by itself under gradient
+            checkpointing, DeepSpeed ZeRO-3 and FSDP.
     """
 
     num_generations: int = 8
@@ -361,6 +366,7 @@ class RolloutConfig(TrainConfig):
     vllm_server_port: int = 8000
     vllm_server_timeout: float = 240.0
     vllm_gpu_memory_utilization: float = 0.3
+    share_prompt_forward: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -53,6 +53,22 @@ class Context:
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
 
+    @property
+    def prompt_group_size(self) -> int:
+        """Rows per prompt for which :func:`forward_examples` runs a shared prompt once: the
+        RL configs' ``num_generations`` with ``share_prompt_forward`` (consecutive rows that
+        do not share a prompt fall back to the full pass), else 1. Also 1 under gradient
+        checkpointing (which turns the KV cache off), DeepSpeed ZeRO-3 and FSDP (two forward
+        calls per micro-batch are not verified on sharded weights)."""
+        from realjudge.train.generation import sharding
+
+        cfg = self.cfg
+        if not getattr(cfg, "share_prompt_forward", False) or cfg.gradient_checkpointing:
+            return 1
+        if sharding(self.accelerator) is not None:
+            return 1
+        return int(cfg.num_generations)
+
 
 class Objective(Protocol):
     """One training method. ``passes``: how often the update loop runs over a step's items.
@@ -81,8 +97,14 @@ def unit_counts(rows: Sequence[Example]) -> tuple[int, int]:
 
 
 def forward_examples(
-    ctx: Context, model: Any, rows: Sequence[Example], entropy: bool = False
+    ctx: Context,
+    model: Any,
+    rows: Sequence[Example],
+    entropy: bool = False,
+    group_size: int | None = None,
 ) -> tuple[JudgeBatch, JudgeForward]:
+    """:func:`~realjudge.inference.batch.judge_forward` over ``rows`` (prompt + response);
+    ``group_size``: rows per shared prompt (default :attr:`Context.prompt_group_size`)."""
     batch = make_batch(
         [r.prompt_ids for r in rows],
         [r.response_ids for r in rows],
@@ -90,7 +112,9 @@ def forward_examples(
         score_index=[r.score_index for r in rows],
         loss_lengths=[r.loss_len for r in rows],
     ).to(ctx.device)
-    return batch, judge_forward(model, batch, entropy=entropy)
+    if group_size is None:
+        group_size = ctx.prompt_group_size
+    return batch, judge_forward(model, batch, entropy=entropy, group_size=group_size)
 
 
 def read_scores(

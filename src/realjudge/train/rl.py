@@ -436,7 +436,9 @@ class REALObjective(_RLObjective):
                 Example(g.prompt_ids, list(r.response_ids), len(r.response_ids), 0, g.gold)
                 for g, r in part
             ]
-            _, fwd = forward_examples(ctx, model, rows)
+            # the rows left over are not laid out in groups: the full pass (whether a chunk
+            # happened to hold one prompt's rows must not change the rewards)
+            _, fwd = forward_examples(ctx, model, rows, group_size=1)
             logits = compact_logits(fwd.score_logits, ctx.score_ids).cpu()
             for (_, r), row in zip(part, logits, strict=True):
                 r.cue_logits = row
