@@ -68,7 +68,8 @@ def test_shared_prompt_forward_runs_each_prompt_once(tiny, monkeypatch):
     finally:
         handle.remove()
     P, R = batch.prompt_len, batch.response_len
-    assert seen == [(len(PROMPTS), P), (len(PROMPTS) * G, R)]
+    # the prompts but their last column once, then every row from that column on
+    assert seen == [(len(PROMPTS), P - 1), (len(PROMPTS) * G, R + 1)]
 
 
 def test_rows_not_in_groups_of_one_prompt_take_the_full_pass(tiny):
@@ -78,6 +79,7 @@ def test_rows_not_in_groups_of_one_prompt_take_the_full_pass(tiny):
     assert not shares_prompts(mixed, G)
     assert not shares_prompts(_batch(pad), 4)  # 6 rows are not groups of 4
     assert not shares_prompts(_batch(pad), 1)
+    assert not shares_prompts(make_batch([[5]] * G, RESPONSES[:G], pad), G)  # nothing to cache
     full = judge_forward(tiny.model, mixed, group_size=1)
     same = judge_forward(tiny.model, mixed, group_size=G)
     torch.testing.assert_close(same.score_logits, full.score_logits, rtol=0, atol=0)

@@ -134,10 +134,9 @@ def shares_prompts(batch: JudgeBatch, group_size: int) -> bool:
     """Whether rows ``i * group_size ... i * group_size + group_size - 1`` hold one prompt
     each (the rollouts of one prompt, as RL lays them out), so that
     :func:`judge_forward` can run each prompt once."""
-    n = batch.input_ids.shape[0]
-    if group_size < 2 or n % group_size:
+    n, P = batch.input_ids.shape[0], batch.prompt_len
+    if group_size < 2 or n % group_size or P < 2:  # the shared cache holds P - 1 columns
         return False
-    P = batch.prompt_len
     for part in (batch.input_ids[:, :P], batch.attention_mask[:, :P]):
         grouped = part.view(n // group_size, group_size, P)
         if not bool((grouped == grouped[:, :1]).all()):
@@ -145,55 +144,35 @@ def shares_prompts(batch: JudgeBatch, group_size: int) -> bool:
     return True
 
 
-def _logits_shared(model: torch.nn.Module, batch: JudgeBatch, group_size: int) -> torch.Tensor:
-    """``[N, R+1, V]`` logits of :func:`judge_forward` with each group's prompt run once: its
-    keys and values (and its last column's logits) are computed for one row of the group and
-    repeated ``group_size`` times, then the responses run on that cache. The same numbers as
-    the full pass up to float rounding; gradients through the repeated prompt are summed over
-    its rows by autograd."""
-    from realjudge.inference.rollout import cache_kwarg, returned_cache
-
-    P, R = batch.prompt_len, batch.response_len
-    first = slice(None, None, group_size)
-    prompt = model(
-        input_ids=batch.input_ids[first, :P],
-        attention_mask=batch.attention_mask[first, :P],
-        position_ids=batch.position_ids[first, :P],
-        logits_to_keep=1,
-        use_cache=True,
-    )
-    cache = returned_cache(prompt)
-    cache.batch_repeat_interleave(group_size)
-    out = model(
-        input_ids=batch.input_ids[:, P:],
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids[:, P:],
-        logits_to_keep=R,
-        use_cache=True,
-        **{cache_kwarg(getattr(model, "module", model)): cache},
-    )
-    last = prompt.logits[:, -1:].repeat_interleave(group_size, dim=0)
-    return torch.cat([last, out.logits], dim=1)
-
-
 def judge_forward(
     model: torch.nn.Module, batch: JudgeBatch, entropy: bool = False, group_size: int = 1
 ) -> JudgeForward:
-    """One forward pass; logits are computed only over the response columns (+1). With
-    ``group_size`` > 1 and rows laid out in groups that share their prompt
-    (:func:`shares_prompts`), each prompt runs once for its group (:func:`_logits_shared`)."""
-    R = batch.response_len
+    """One forward pass; logits are computed only over the response columns (+1).
+
+    With ``group_size`` > 1 and rows laid out in groups that share their prompt
+    (:func:`shares_prompts`), each prompt runs once for its group: the KV cache of its columns
+    but the last is computed for one row and repeated ``group_size`` times
+    (:func:`~realjudge.inference.rollout.shared_prefill`, as the rollouts share their prefill),
+    and every row runs from its prompt's last column on that cache. The same numbers as the
+    full pass up to float rounding; autograd sums the rows' gradients through the repeat."""
+    from realjudge.inference.rollout import cache_kwarg, shared_prefill
+
+    P, R = batch.prompt_len, batch.response_len
+    start, cached = 0, {}
     if group_size > 1 and shares_prompts(batch, group_size):
-        logits = _logits_shared(model, batch, group_size).float()
-    else:
-        out = model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            logits_to_keep=R + 1,
-            use_cache=False,
-        )
-        logits = out.logits.float()  # [N, R+1, V]; column j predicts response token j
+        first = slice(None, None, group_size)
+        ids, mask = batch.input_ids[first, :P], batch.attention_mask[first, :P]
+        cached = {cache_kwarg(model): shared_prefill(model, ids, mask, group_size)}
+        start = P - 1
+    out = model(
+        input_ids=batch.input_ids[:, start:],
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids[:, start:],
+        logits_to_keep=R + 1,
+        use_cache=bool(cached),
+        **cached,
+    )
+    logits = out.logits.float()  # [N, R+1, V]; column j predicts response token j
     if not entropy:
         token_logprobs, score_logits = _ReadLogits.apply(
             logits, batch.response_ids, batch.score_index

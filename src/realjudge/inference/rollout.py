@@ -158,7 +158,8 @@ def returned_cache(output: Any) -> Any:
 def cache_kwarg(model: Any) -> str:
     """The name under which ``model`` takes a KV cache: ``cache`` (transformers >= 5.24) or
     ``past_key_values``."""
-    # a peft wrapper's forward hands its keywords on to the model it wraps
+    # a DDP or peft wrapper's forward hands its keywords on to the model it wraps
+    model = getattr(model, "module", model)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
