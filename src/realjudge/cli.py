@@ -148,6 +148,14 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
         "cache)",
     )
     g.add_argument(
+        "--kv-cache",
+        choices=["auto", "static", "dynamic"],
+        default="auto",
+        help="KV cache of CoT generation (transformers): static (allocated once per batch, "
+        "written in place) or dynamic (a new tensor per step); auto: static on a CPU, else "
+        "dynamic (default: auto)",
+    )
+    g.add_argument(
         "--backend",
         choices=["auto", "transformers", "vllm"],
         default="auto",
@@ -180,6 +188,7 @@ def _judge_config(args: argparse.Namespace) -> Any:
         progress=not args.quiet,
         seed=args.seed,
         reread_cue=args.reread_cue,
+        kv_cache=args.kv_cache,
     )
 
 

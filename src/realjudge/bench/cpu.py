@@ -27,8 +27,9 @@ rollouts of up to ``max_new_tokens`` tokens) and of a CoT evaluation:
   times that step);
 - eval speedup: ``Judge.predict_all`` with chain of thought on the same records, as before
   (fp32 weights, greedy feedbacks, then a scoring forward pass over every prompt + feedback:
-  ``JudgeConfig.reread_cue``) against the fast path (its weights; a feedback in which the
-  judge wrote the canonical cue itself is scored from the generation pass, the others by
+  ``JudgeConfig.reread_cue``; ``generate``'s ``DynamicCache``) against the fast path (its
+  weights; a ``StaticCache`` written in place, ``JudgeConfig.kv_cache``; a feedback in which
+  the judge wrote the canonical cue itself is scored from the generation pass, the others by
   running only their forced cue on the generation's KV cache:
   :func:`realjudge.inference.rollout.logits_after_rollouts`), ratio of examples/s. The base
   model seldom writes the canonical cue (``--model embedded``: its cues are forced); a trained
@@ -441,12 +442,13 @@ def _bench_eval(
     batch_size: int,
     repeats: int,
 ) -> dict[str, Any]:
-    """CoT evaluation (greedy feedback, then the score) as before (fp32 weights, a scoring
-    forward pass over every feedback) and on the fast path (fast weights, every score read
-    from the generation pass: its logits after a cue the judge wrote, its KV cache under a
-    forced one)."""
+    """CoT evaluation (greedy feedback, then the score) as before (fp32 weights, a dynamic
+    KV cache, a scoring forward pass over every feedback) and on the fast path (fast weights,
+    a static KV cache, every score read from the generation pass: its logits after a cue the
+    judge wrote, its KV cache under a forced one)."""
     from realjudge.data.loaders import load_records
     from realjudge.inference.judge import Judge, JudgeConfig
+    from realjudge.inference.settings import resolve_kv_cache
     from realjudge.models import load_model
 
     records = load_records(data, "test", limit=n, seed=0).records[:n]
@@ -467,9 +469,11 @@ def _bench_eval(
         kind: load_model(model, device="cpu", dtype=dt, pack=kind == "fast")
         for kind, dt in (("fp32", "float32"), ("fast", str(fast).removeprefix("torch.")))
     }
-    # as before, fp32 reads every feedback's score with a second forward pass; the fast path
-    # reads it from the generation pass (logits after the judge's own cue, else its KV cache)
-    configs = {"fp32": replace(cfg, reread_cue=True), "fast": cfg}
+    # as before, fp32 generates into a DynamicCache and reads every feedback's score with a
+    # second forward pass; the fast path generates into a StaticCache (kv_cache "auto" on a
+    # CPU) and reads the score from the generation pass (logits after the judge's own cue,
+    # else its KV cache)
+    configs = {"fp32": replace(cfg, reread_cue=True, kv_cache="dynamic"), "fast": cfg}
     judges = {k: Judge(lm.model, lm.tokenizer, configs[k]) for k, lm in loaded.items()}
     tokens: dict[str, float] = {}
     wrote_cue: dict[str, float] = {}
@@ -499,6 +503,7 @@ def _bench_eval(
         # rows whose judge wrote the canonical cue (the fast path reads their score from the
         # generation pass)
         "wrote_cue": wrote_cue,
+        "kv_cache": {k: resolve_kv_cache(c.kv_cache, "cpu") for k, c in configs.items()},
     }
 
 

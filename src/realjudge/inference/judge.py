@@ -77,6 +77,7 @@ from realjudge.inference.rollout import (
     FORCED_CUE,
     OK,
     RETOKENIZED_CUE,
+    CacheFull,
     CueLogitsRecorder,
     GenerationState,
     compact_score_distribution,
@@ -92,6 +93,7 @@ from realjudge.inference.settings import (
     MODES,
     JudgeConfig,
     describe_reading,
+    resolve_kv_cache,
     setting_sources,
 )
 from realjudge.scoring.prompts import render_prompt
@@ -302,6 +304,7 @@ class TransformersBackend:
             stop_strings=sorted({t for it in items for t in it.vocab.stop_strings}),
             recorder=recorder,
             state=state,
+            kv_cache=resolve_kv_cache(cfg.kv_cache, self.device),
         )
         steps = recorder.result() if recorder is not None else None
         partial, dists, reread = [], [], []
@@ -319,9 +322,16 @@ class TransformersBackend:
             else:
                 probs, leaked = compact_score_distribution(compact, normalize=cfg.normalize)
                 dists.append((probs.tolist(), float(leaked)))
+        cached_logits = None
         if reread and state is not None and state.ready:
-            logits = logits_after_rollouts(state, reread, [partial[j][0] for j in reread])
-            for j, row in zip(reread, logits, strict=True):
+            try:
+                cached_logits = logits_after_rollouts(
+                    state, reread, [partial[j][0] for j in reread]
+                )
+            except CacheFull:  # a static cache without room for a long cue: read it anew
+                cached_logits = None
+        if cached_logits is not None:
+            for j, row in zip(reread, cached_logits, strict=True):
                 dists[j] = self._distribution(row, items[j // k].vocab)
         elif reread:
             rows = [(items[j // k], partial[j][0]) for j in reread]

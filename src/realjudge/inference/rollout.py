@@ -391,10 +391,30 @@ class GenerationState:
         self.model: Any = None
         self.cache: Any = None
         self.prompt_mask: torch.Tensor | None = None  # [rows, P], left-padded, rows repeated
+        # positions the cache can hold in all (a static cache), None: no limit (dynamic)
+        self.capacity: int | None = None
 
     @property
     def ready(self) -> bool:
         return self.cache is not None
+
+
+#: Positions a static cache (:func:`sample` with ``kv_cache="static"``) keeps after the
+#: prompt and ``max_new_tokens``, for a cue :func:`logits_after_rollouts` appends.
+CUE_ROOM = 16
+
+
+class CacheFull(ValueError):
+    """A static cache has no room for the tokens :func:`logits_after_rollouts` would append."""
+
+
+def static_cache(model: Any, capacity: int) -> Any:
+    """An empty ``transformers`` ``StaticCache`` for ``model``, ``capacity`` positions per row;
+    it takes its batch size, dtype and device from the first keys written into it."""
+    from transformers import StaticCache
+
+    model = getattr(model, "module", model)
+    return StaticCache(config=model.config, max_cache_len=capacity)
 
 
 @torch.no_grad()
@@ -410,24 +430,27 @@ def logits_after_rollouts(
     go through the model, with the cached positions after the cut masked out and the
     positions counted on from the cut. The same context as a forward pass over prompt +
     response (:func:`~realjudge.inference.batch.judge_forward`), without computing it again.
-    Consumes the cache: call it once per :func:`sample` call."""
+    Consumes the cache: call it once per :func:`sample` call. Raises :class:`CacheFull`,
+    leaving the cache alone, when a static cache has no room for the appended tokens."""
     if not state.ready or state.prompt_mask is None:
         raise ValueError("the generation state is empty: pass it to sample() first")
     if len(rows) != len(rollouts):
         raise ValueError(f"{len(rows)} rows for {len(rollouts)} rollouts")
-    cache, state.cache = state.cache, None
-    device = state.prompt_mask.device
-    index = torch.tensor(list(rows), dtype=torch.long, device=device)
-    if list(rows) != list(range(state.prompt_mask.shape[0])):  # not every row, in order
-        cache.batch_select_indices(index)
-    prompt_mask = state.prompt_mask[index]
-    P = prompt_mask.shape[1]
-    cached = cache.get_seq_length() - P  # generated tokens whose keys/values are cached
+    P = state.prompt_mask.shape[1]
+    cached = int(state.cache.get_seq_length()) - P  # generated tokens whose keys/values are cached
     cuts = [min(r.n_sampled, cached) for r in rollouts]
     new = [r.response_ids[c:] for r, c in zip(rollouts, cuts, strict=True)]
     if any(not n for n in new):
         raise ValueError("a rollout adds no token after its generated prefix")
     n, L = len(rows), max(len(t) for t in new)
+    if state.capacity is not None and P + cached + L > state.capacity:
+        raise CacheFull(f"{L} tokens after {P + cached} do not fit a cache of {state.capacity}")
+    cache, state.cache = state.cache, None
+    device = state.prompt_mask.device
+    index = torch.tensor(list(rows), dtype=torch.long, device=device)
+    if list(rows) != list(range(state.prompt_mask.shape[0])):  # not every row, in order
+        cache.reorder_cache(index)  # keeps these rows; a static cache's too
+    prompt_mask = state.prompt_mask[index]
     ids = torch.zeros((n, L), dtype=torch.long, device=device)
     mask = torch.zeros((n, P + cached + L), dtype=torch.long, device=device)
     mask[:, :P] = prompt_mask
@@ -508,6 +531,7 @@ def sample(
     prompt_seeds: Sequence[int] | None = None,
     top_p_impl: str = TOP_P_IMPL,
     state: GenerationState | None = None,
+    kv_cache: str = "dynamic",
 ) -> list[list[int]]:
     """Batched generation with the KV cache; returns ``len(prompt_ids) * num_samples``
     continuations, the samples of one prompt next to each other.
@@ -537,7 +561,13 @@ def sample(
     ``sort`` is ``transformers``' warper), run as logits processors after ``recorder``.
 
     ``state`` (a torch module only): keep the generating model, its KV cache and the prompt
-    masks there, for :func:`logits_after_rollouts`."""
+    masks there, for :func:`logits_after_rollouts`.
+
+    ``kv_cache`` (a torch module only): ``"static"`` generates into a ``StaticCache``
+    (:func:`static_cache`) with room for ``max_new_tokens`` and :data:`CUE_ROOM` more tokens
+    after the prompt, written in place, instead of ``generate``'s ``DynamicCache``, which
+    copies every layer's keys and values into a new tensor at every step; ``"dynamic"``
+    (default) is ``generate``'s own. A shared prefill keeps its own (dynamic) cache."""
     device = next(model.parameters()).device
     is_module = isinstance(model, torch.nn.Module)
     if (
@@ -582,6 +612,14 @@ def sample(
     try:
         if share_prefill and num_samples > 1 and P > 1 and is_module:
             kwargs[cache_kwarg(model)] = shared_prefill(model, ids, att, num_samples)
+        elif kv_cache == "static" and is_module:
+            capacity = P + max_new_tokens + CUE_ROOM
+            kwargs[cache_kwarg(model)] = static_cache(model, capacity)
+            kwargs["disable_compile"] = True  # a cache written in place, not a compiled graph
+            if state is not None:
+                state.capacity = capacity
+        elif kv_cache not in ("static", "dynamic"):
+            raise ValueError(f"kv_cache must be 'static' or 'dynamic', got {kv_cache!r}")
         # the samples of a prompt next to each other (what ``num_return_sequences`` does, which
         # greedy ``generate`` -- the row-seeded path -- refuses)
         ids = ids.repeat_interleave(num_samples, dim=0)

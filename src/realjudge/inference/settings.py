@@ -17,6 +17,7 @@ from realjudge.scoring.prompts import DEFAULT_SYSTEM, get_format
 
 MODES = ("rail", "decode")
 BACKENDS = ("auto", "transformers", "vllm")
+KV_CACHES = ("auto", "static", "dynamic")
 
 FALLBACKS: dict[str, Any] = {
     "cot": False,
@@ -81,6 +82,13 @@ class JudgeConfig:
             generation's KV cache with only the cue's tokens run through the model.
             ``True`` is how evaluation read every row before, and the fp32 baseline of
             ``realjudge bench cpu``.
+        kv_cache: the KV cache of chain-of-thought generation (transformers backend).
+            ``"static"``: ``transformers``' ``StaticCache``, allocated once per batch for the
+            prompt, ``max_new_tokens`` and a forced cue, written in place at every step;
+            ``"dynamic"``: ``DynamicCache``, which copies every layer's keys and values into
+            a new tensor at every step. ``"auto"`` (default): static on a CPU (where those
+            copies are a measured part of a decode step: ``realjudge bench cpu``), dynamic
+            elsewhere. Rollouts that share a prompt's prefill keep that shared cache.
     """
 
     mode: str = "rail"
@@ -98,12 +106,15 @@ class JudgeConfig:
     progress: bool = True
     seed: int | None = 0
     reread_cue: bool = False
+    kv_cache: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {self.kv_cache!r}")
         if self.fmt is not None:
             get_format(self.fmt)  # raises on an unknown format
         if self.samples is not None and self.samples < 1:
@@ -163,6 +174,18 @@ def setting_sources(config: JudgeConfig, defaults: Mapping[str, Any] | None) -> 
         else (FROM_MODEL if name in defaults else FALLBACK)
         for name in FALLBACKS
     }
+
+
+def resolve_kv_cache(kv_cache: str, device: Any) -> str:
+    """The KV cache ``kv_cache`` (:attr:`JudgeConfig.kv_cache`) means on ``device``:
+    ``"auto"`` is ``"static"`` on a CPU and ``"dynamic"`` elsewhere."""
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
+    if kv_cache != "auto":
+        return kv_cache
+    import torch
+
+    return "static" if torch.device(device).type == "cpu" else "dynamic"
 
 
 def describe_reading(config: JudgeConfig, sources: Mapping[str, str] | None = None) -> str:
