@@ -593,17 +593,21 @@ def _run_bench_precision(args: argparse.Namespace) -> int:
 
 
 def _stamp_bench_json(args: argparse.Namespace, kind: str) -> None:
-    """Record the command line and the bench kind in the ``--json`` file, so that
-    ``realjudge report`` can name the command beside its numbers."""
+    """Record the command line, the bench kind and the code's commit (``+dirty`` with
+    uncommitted changes) in the ``--json`` file, so that ``realjudge report`` can name the
+    command beside its numbers."""
     if not args.json_out:
         return
     import json
     import shlex
     from pathlib import Path
 
+    from realjudge.reproduce.document import git_commit
+
     path = Path(args.json_out)
     data = json.loads(path.read_text())
-    data.update(kind=kind, command="realjudge " + shlex.join(args.argv))
+    commit = git_commit(Path(__file__).parent)
+    data.update(kind=kind, command="realjudge " + shlex.join(args.argv), commit=commit)
     if getattr(args, "plot_out", None):
         data["plot"] = args.plot_out
     path.write_text(json.dumps(data, indent=2))

@@ -96,6 +96,7 @@ def test_bench_cpu_prints_four_lines_and_writes_json(tmp_path, capsys):
     out = json.loads(dest.read_text())
     assert out["kind"] == "cpu"
     assert out["command"].startswith("realjudge bench cpu --model tiny")
+    assert re.fullmatch(r"[0-9a-f]{4,}(\+dirty)?|unknown", out["commit"]), out["commit"]
     speedups = out["speedups"]
     got = [speedups["rollout"], speedups["train"], speedups["eval"]]
     got.append(out["decode_fraction_of_bandwidth_bound"])
