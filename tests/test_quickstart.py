@@ -38,6 +38,8 @@ def test_quickstart_runs_every_stage_and_writes_the_table(tmp_path, capsys):
     assert "stage1-tract" in real_cfg
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text())
     assert saved["final_model"].endswith("stage2-real")
+    # the machine its timings belong to
+    assert {"cpu", "cpu_bf16_features", "train_mixed_precision"} <= set(saved["environment"])
     assert "after real" in (tmp_path / "qs" / "summary.md").read_text()
     printed = capsys.readouterr().out
     assert "after real" in printed

@@ -518,6 +518,13 @@ def _add_bench_cpu(bench_sub: Any) -> None:
         help="lower layers frozen in the train figure's step (default: the preset's, 0 for "
         "cpu-embedded; the main job and the cpu reproduce presets freeze 15 of 30)",
     )
+    cpu.add_argument(
+        "--kv-cache",
+        choices=["auto", "static", "dynamic"],
+        default="auto",
+        help="the fast path's KV cache in the eval figure (the fp32 arm's is dynamic; "
+        "default: auto, static on a CPU)",
+    )
     cpu.add_argument("--seed", type=int, default=0, help="sampling/data seed (default: 0)")
     cpu.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     cpu.add_argument(
@@ -542,6 +549,7 @@ def _run_bench_cpu(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         train_repeats=args.train_repeats,
         freeze_layers=args.freeze_layers,
+        kv_cache=args.kv_cache,
         seed=args.seed,
         threads=args.threads,
         json_out=args.json_out,

@@ -251,6 +251,9 @@ def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> 
         "cpu": cpu_name(),
         "gpu": torch.cuda.get_device_name(dev) if on_gpu else None,
         "cpu_fast_bf16": native_cpu_bf16(),
+        # what the processor offers for bf16 (AMX matmul tiles, AVX-512 bf16 dot products,
+        # ARM's FEAT_BF16): the same precision runs at different speeds on each
+        "cpu_bf16_features": sorted(_cpu_info()[1] & {"amx_bf16", "avx512_bf16", "bf16"}),
         "train_mixed_precision": train,
         "eval_dtype": str(pick_dtype(dev)).removeprefix("torch."),
         "decode_attention": resolved_decode_attention(dev, train),

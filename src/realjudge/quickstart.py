@@ -286,6 +286,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         for name, _ in cfg.splits
     }
 
+    from realjudge.models import runtime_environment
+
     summary = {
         "config": asdict(cfg),
         "results": {
@@ -298,6 +300,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         "change": change,
         "timings_s": timings,
         "final_model": start,
+        # the machine the timings (and, through precision, the numbers) belong to
+        "environment": runtime_environment(cfg.device),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     md = comparison_table(summary["results"], metrics=("pearson", "spearman"))

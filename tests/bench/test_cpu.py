@@ -81,6 +81,8 @@ def test_bench_cpu_prints_four_lines_and_writes_json(tmp_path, capsys):
         "1",
         "--freeze-layers",
         "1",
+        "--kv-cache",
+        "dynamic",
         "--json",
         str(dest),
     ]
@@ -106,6 +108,11 @@ def test_bench_cpu_prints_four_lines_and_writes_json(tmp_path, capsys):
     assert out["rollout"]["rows"] == 4
     assert out["decode"]["dtype"] == "bfloat16"
     assert out["config"]["freeze_layers"] == 1
+    assert out["config"]["kv_cache"] == "dynamic"
+    assert out["eval"]["kv_cache"] == {"fp32": "dynamic", "fast": "dynamic"}
+    assert out["environment"]["cpu_bf16_features"] == sorted(
+        out["environment"]["cpu_bf16_features"]
+    )
     # one uncounted harness first, then one timed step per arm and round
     train = out["train"]
     assert train["first_harness_s"] > 0

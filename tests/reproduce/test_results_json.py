@@ -301,11 +301,16 @@ def test_merge_refuses_other_designs_and_shared_seeds(run_dir, tmp_path):
 def test_merge_records_and_reports_each_seeds_machine(run_dir, tmp_path, caplog):
     """Seeds run in different sessions may land on machines where ``auto`` resolves to a
     different precision: the merge keeps each seed's record, warns, and the document says it."""
-    from realjudge.reproduce.report import environment_md, merge_results, render_results
+    from realjudge.reproduce.report import (
+        environment_md,
+        merge_results,
+        precision_of,
+        render_results,
+    )
 
     whole = repository_json(json.loads((run_dir / "results.json").read_text()))
     parts = [_seed_part(whole, [s], "abc") for s in (0, 1, 2)]
-    intel = {**ENV, "cpu": "Intel Xeon", "cpu_fast_bf16": False}
+    intel = {**ENV, "cpu": "Intel Xeon", "cpu_fast_bf16": False, "cpu_bf16_features": []}
     parts[2]["environment"] = {
         "2": {
             **intel,
@@ -332,6 +337,8 @@ def test_merge_records_and_reports_each_seeds_machine(run_dir, tmp_path, caplog)
         "attention, top-p nucleus by sort" in md
     )
     assert md in render_results(mixed)
+    amx = {**ENV, "cpu": "Intel Xeon", "cpu_bf16_features": ["amx_bf16", "avx512_bf16"]}
+    assert precision_of(amx).startswith("Intel Xeon (amx_bf16, avx512_bf16), 2 threads")
     del parts[1]["environment"]  # a part exported before seeds recorded their machine
     assert environment_md(merge_results(parts[:2])).endswith("; seed 1: not recorded.")
 

@@ -196,6 +196,7 @@ def bench_cpu(
     repeats: int = 2,
     train_repeats: int = 3,
     freeze_layers: int | None = None,
+    kv_cache: str = "auto",
     seed: int = 0,
     threads: int | None = None,
     show: bool = True,
@@ -207,10 +208,16 @@ def bench_cpu(
     records of the test split, ``eval_batch_size`` per batch, for the eval figure;
     ``repeats`` rounds for rollouts and eval, ``train_repeats`` rounds of one measured step
     per precision (each after a warm-up step in a fresh harness); ``freeze_layers``: lower
-    layers frozen in the train figure's step (default: the preset's)."""
+    layers frozen in the train figure's step (default: the preset's); ``kv_cache``: the
+    fast path's evaluation cache (:attr:`~realjudge.inference.settings.JudgeConfig.kv_cache`;
+    the fp32 arm's is dynamic)."""
     import torch
 
-    from realjudge.models import pick_dtype
+    from realjudge.inference.settings import KV_CACHES
+    from realjudge.models import pick_dtype, runtime_environment
+
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
 
     shapes = step_shapes(preset)
     for key, value in (
@@ -235,7 +242,9 @@ def bench_cpu(
     try:
         rollout, groups = _bench_rollouts(model, data, shapes, fast, repeats, seed)
         train = _bench_train(model, data, shapes, mixed, groups, train_repeats, seed)
-        evaluation = _bench_eval(model, data, shapes, fast, eval_items, eval_batch_size, repeats)
+        evaluation = _bench_eval(
+            model, data, shapes, fast, eval_items, eval_batch_size, repeats, kv_cache
+        )
         bandwidth = copy_bandwidth()
     finally:
         torch.set_num_threads(threads_before)
@@ -256,6 +265,7 @@ def bench_cpu(
             "fast_dtype": str(fast).removeprefix("torch."),
             "eval_items": eval_items,
             "eval_batch_size": eval_batch_size,
+            "kv_cache": kv_cache,
             "repeats": repeats,
             "train_repeats": train_repeats,
             "torch_threads": threads or threads_before,
@@ -264,6 +274,7 @@ def bench_cpu(
         "train": train,
         "eval": evaluation,
         "decode": {**decode, "copy_bytes_per_s": bandwidth},
+        "environment": runtime_environment("cpu"),
     }
     if json_out:
         write_json(out, json_out)
@@ -441,6 +452,7 @@ def _bench_eval(
     n: int,
     batch_size: int,
     repeats: int,
+    kv_cache: str = "auto",
 ) -> dict[str, Any]:
     """CoT evaluation (greedy feedback, then the score) as before (fp32 weights, a dynamic
     KV cache, a scoring forward pass over every feedback) and on the fast path (fast weights,
@@ -463,6 +475,7 @@ def _bench_eval(
         max_prompt_tokens=shapes["max_prompt_tokens"],
         backend="transformers",
         progress=False,
+        kv_cache=kv_cache,
     )
     # as before: plain fp32 Linear layers; the fast path's packed (realjudge.linear)
     loaded = {

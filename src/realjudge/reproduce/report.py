@@ -223,6 +223,9 @@ def precision_of(env: Mapping[str, Any]) -> str:
     train = env.get("train_mixed_precision")
     train = "fp32" if train in ("no", None) else f"{train} autocast"
     where = env.get("gpu") or env.get("cpu") or "unknown machine"
+    features = env.get("cpu_bf16_features")
+    if features and not env.get("gpu"):  # which bf16 the processor has (older runs: unknown)
+        where += f" ({', '.join(features)})"
     n = env.get("threads")
     threads = f", {n} thread{'s' if n != 1 else ''}" if n and not env.get("gpu") else ""
     attention = env.get("decode_attention")
