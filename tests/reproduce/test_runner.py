@@ -97,10 +97,13 @@ def test_smoke_run_writes_results_and_reuses_finished_work(tmp_path):
     assert saved["environment"]["0"]["decode_attention"] == here
     assert done["top_p"] == saved["environment"]["0"]["top_p"] == "topk"
     assert saved["environment"]["0"]["cue_scores"] == "generation"
-    # an evaluation's settings leave out how a written cue's score is read, so evaluations
-    # recorded before that setting existed are still reused
+    assert saved["environment"]["0"]["kv_cache"] == "static"  # a CPU
+    # an evaluation's settings leave out how a written cue's score is read and the KV cache
+    # its chains use, so evaluations recorded before those settings existed are still reused
     evaluation = json.loads((out / "seed0" / "REAL" / "eval-embedded-test" / DONE_FILE).read_text())
-    assert "reread_cue" not in evaluation["fingerprint"] and "cot" in evaluation["fingerprint"]
+    fingerprint = evaluation["fingerprint"]
+    assert "reread_cue" not in fingerprint and "kv_cache" not in fingerprint
+    assert "cot" in fingerprint and evaluation["kv_cache"] == "static"
 
     # a second call reuses every trained model and evaluation (and reports their times)
     stamp = (out / "seed0" / "REAL" / "model.safetensors").stat().st_mtime_ns
@@ -132,6 +135,7 @@ def test_recorded_sampling_reads_the_runs_records(tmp_path):
         "decode_attention": {"sdpa"},
         "top_p": {"sort"},
         "cue_scores": {"forward"},
+        "kv_cache": {"dynamic"},
     }
     (run / "eval-test" / "reproduce_done.json").write_text(
         json.dumps(
@@ -141,6 +145,7 @@ def test_recorded_sampling_reads_the_runs_records(tmp_path):
                 "decode_attention": "realjudge_cpu_decode",
                 "top_p": "topk",
                 "cue_scores": "generation",
+                "kv_cache": "static",
             }
         )
     )
@@ -148,9 +153,10 @@ def test_recorded_sampling_reads_the_runs_records(tmp_path):
         "decode_attention": {"sdpa", "realjudge_cpu_decode"},
         "top_p": {"sort", "topk"},
         "cue_scores": {"forward", "generation"},
+        "kv_cache": {"dynamic", "static"},
     }
     missing = recorded_sampling(tmp_path / "missing")
-    assert missing == {"decode_attention": set(), "top_p": set(), "cue_scores": set()}
+    assert missing == {k: set() for k in ("decode_attention", "top_p", "cue_scores", "kv_cache")}
 
 
 def test_a_reuse_dir_may_appear_later_but_a_file_is_refused(tmp_path, caplog):

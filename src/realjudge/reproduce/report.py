@@ -234,6 +234,8 @@ def precision_of(env: Mapping[str, Any]) -> str:
     nucleus = f", top-p nucleus by {top_p}" if top_p else ""
     cue = env.get("cue_scores")
     scores = f", written cues scored by the {cue} pass" if cue else ""
+    kv = env.get("kv_cache")
+    scores += f", CoT into a {kv} KV cache" if kv else ""
     evaluation = env.get("eval_dtype", "?")
     return f"{where}{threads}, training {train}, evaluation {evaluation}{decoding}{nucleus}{scores}"
 

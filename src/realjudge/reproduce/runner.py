@@ -333,7 +333,12 @@ def _finished(path: Path, wanted: Any, home: Path) -> float | None:
 #: what a record older than the field implies: the code before the field decoded with the
 #: model's own attention, found the top-p nucleus by sorting the vocabulary, and read every
 #: CoT score with a second forward pass.
-SAMPLING_RECORD = {"decode_attention": "sdpa", "top_p": "sort", "cue_scores": "forward"}
+SAMPLING_RECORD = {
+    "decode_attention": "sdpa",
+    "top_p": "sort",
+    "cue_scores": "forward",
+    "kv_cache": "dynamic",
+}
 
 
 def _mark_done(path: Path, wanted: Any, seconds: float, exp: Experiment) -> None:
@@ -343,6 +348,7 @@ def _mark_done(path: Path, wanted: Any, seconds: float, exp: Experiment) -> None
     fingerprint leaves out like the precision ``auto`` resolves to: they change the draws,
     not the distribution."""
     from realjudge.inference.rollout import TOP_P_IMPL
+    from realjudge.inference.settings import resolve_kv_cache
     from realjudge.models import pick_device, resolve_mixed_precision, resolved_decode_attention
 
     device = pick_device(str(exp.common.get("device", "auto")))
@@ -356,6 +362,8 @@ def _mark_done(path: Path, wanted: Any, seconds: float, exp: Experiment) -> None
         "top_p": TOP_P_IMPL,
         # where CoT evaluation reads the score after a cue the judge wrote itself
         "cue_scores": "generation",
+        # the KV cache CoT evaluation generates into (JudgeConfig.kv_cache "auto")
+        "kv_cache": resolve_kv_cache("auto", device),
     }
     path.write_text(json.dumps(payload, indent=2))
 
@@ -551,9 +559,10 @@ def eval_run(
         progress=True,
     )
     # the flat layout of earlier records; how the score after a cue the judge wrote is read
-    # (generation pass or a second forward) moves it within rounding: recorded by _mark_done
-    # (SAMPLING_RECORD), not part of the settings, so earlier evaluations stay reusable
-    settings = {k: v for k, v in ecfg.to_dict().items() if k != "reread_cue"}
+    # (generation pass or a second forward) and the KV cache the chains are generated into
+    # move it within rounding: recorded by _mark_done (SAMPLING_RECORD), not part of the
+    # settings, so earlier evaluations stay reusable
+    settings = {k: v for k, v in ecfg.to_dict().items() if k not in ("reread_cue", "kv_cache")}
     wanted = portable(settings, root)
     metrics_path = out / "metrics.json"
     # the settings name the model by its path only: adopt an evaluation of a run dir only
