@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from realjudge.inference.settings import KV_CACHES  # light: no torch
+
 # Errors that are the user's input, not a bug: printed as one line, exit status 2.
 _USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError)
 
@@ -149,7 +151,7 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--kv-cache",
-        choices=["auto", "static", "dynamic"],
+        choices=KV_CACHES,
         default="auto",
         help="KV cache of CoT generation (transformers): static (allocated once per batch, "
         "written in place) or dynamic (a new tensor per step); auto: static on a CPU, else "
@@ -520,7 +522,7 @@ def _add_bench_cpu(bench_sub: Any) -> None:
     )
     cpu.add_argument(
         "--kv-cache",
-        choices=["auto", "static", "dynamic"],
+        choices=KV_CACHES,
         default="auto",
         help="the fast path's KV cache in the eval figure (the fp32 arm's is dynamic; "
         "default: auto, static on a CPU)",

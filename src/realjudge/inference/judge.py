@@ -328,8 +328,8 @@ class TransformersBackend:
                 cached_logits = logits_after_rollouts(
                     state, reread, [partial[j][0] for j in reread]
                 )
-            except CacheFull:  # a static cache without room for a long cue: read it anew
-                cached_logits = None
+            except CacheFull:  # a static cache without room for the cue: the forward below
+                pass
         if cached_logits is not None:
             for j, row in zip(reread, cached_logits, strict=True):
                 dists[j] = self._distribution(row, items[j // k].vocab)
