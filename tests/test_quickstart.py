@@ -81,6 +81,28 @@ def test_quickstart_cli_builds_its_config(monkeypatch):
     assert QuickstartConfig().eval_limit == 80 and not QuickstartConfig().eval_each_stage
 
 
+def test_quickstart_warm_start_is_tract_or_raft(monkeypatch):
+    """--start picks the supervised stage REAL starts from; its budget follows unless --steps
+    sets it, and an unknown start is refused by argparse and by default_stages."""
+    from realjudge import quickstart
+    from realjudge.cli import main
+
+    seen = []
+    monkeypatch.setattr(quickstart, "run_quickstart", seen.append)
+    assert main(["quickstart", "--out", "x"]) == 0
+    assert main(["quickstart", "--start", "raft", "--out", "x"]) == 0
+    assert main(["quickstart", "--start", "raft", "--steps", "5", "1", "--out", "x"]) == 0
+    tract, raft, short = ([(s.method, s.max_steps) for s in cfg.stages] for cfg in seen)
+    assert tract == [("tract", 100), ("real", 6)]
+    assert raft == [("raft", 150), ("real", 6)]
+    assert short == [("raft", 5), ("real", 1)]
+    assert seen[1].stages[0].overrides == seen[0].stages[0].overrides  # same optimiser
+    with pytest.raises(SystemExit):
+        main(["quickstart", "--start", "sft", "--out", "x"])
+    with pytest.raises(ValueError, match="start must be one of"):
+        quickstart.default_stages("grpo")
+
+
 def test_freeze_layers_format_and_device_follow_the_model():
     cfg = QuickstartConfig(out="o", device="cpu")
     embedded = stage_overrides(cfg, ModelFacts(layers=30), 0, None)

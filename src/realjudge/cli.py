@@ -756,14 +756,15 @@ def _run_check_launch(args: argparse.Namespace) -> int:
 
 
 def _add_quickstart(sub: Any) -> None:
-    from realjudge.quickstart import QuickstartConfig
+    from realjudge.quickstart import WARM_STARTS, QuickstartConfig, default_stages
 
     d = QuickstartConfig()
     p = sub.add_parser(
         "quickstart",
         help="the main job: train a judge on the embedded default, print before/after",
         description="Evaluate the model on the embedded test and out-of-domain splits, train "
-        "it in stages (TRACT, then REAL warm-started from it; see realjudge.quickstart), "
+        "it in stages (TRACT or RAFT, then REAL warm-started from it; see "
+        "realjudge.quickstart), "
         "evaluate again and print Pearson/Spearman before and after. Sized for a 2-core CPU "
         "and the embedded model; any --model works (half its layers stay frozen, the output "
         "format follows a model written by 'realjudge train'), and a bad one is refused "
@@ -795,6 +796,14 @@ def _add_quickstart(sub: Any) -> None:
         help=f"feedback length limit of CoT evaluation and rollouts (default: {d.max_new_tokens})",
     )
     p.add_argument(
+        "--start",
+        choices=WARM_STARTS,
+        default="tract",
+        help="REAL's warm start: 'tract' (on the reference feedbacks: the judge writes "
+        "item checks) or 'raft' (score only: its CoT checks nothing, its score reads the "
+        "response) (default: tract)",
+    )
+    p.add_argument(
         "--steps",
         type=int,
         nargs="+",
@@ -802,7 +811,9 @@ def _add_quickstart(sub: Any) -> None:
         metavar="N",
         help="steps of each stage, in order (default: "
         + " ".join(str(s.max_steps) for s in d.stages)
-        + ")",
+        + " with --start tract, "
+        + " ".join(str(s.max_steps) for s in default_stages("raft"))
+        + " with --start raft)",
     )
     p.add_argument(
         "--no-cot",
@@ -824,10 +835,11 @@ def _add_quickstart(sub: Any) -> None:
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
-    from realjudge.quickstart import QuickstartConfig, run_quickstart
+    from realjudge.quickstart import QuickstartConfig, default_stages, run_quickstart
 
     cfg = QuickstartConfig(
         out=args.out,
+        stages=default_stages(args.start),
         model=args.model,
         device=args.device,
         seed=args.seed,

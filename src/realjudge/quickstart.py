@@ -31,17 +31,24 @@ class Stage:
     freeze_fraction: float = 0.0
 
 
-def default_stages() -> list[Stage]:
-    """TRACT on the reference feedbacks, then REAL warm-started from it (the paper's order),
-    sized for two CPU cores: the lower half of the layers stay frozen (15 of the embedded
-    model's 30), which halves the backward pass."""
+WARM_STARTS = ("tract", "raft")
+"""Methods the main job can warm-start REAL from (the paper starts from either)."""
+
+
+def default_stages(start: str = "tract") -> list[Stage]:
+    """A supervised warm start, then REAL from it (the paper's order), sized for two CPU
+    cores: the lower half of the layers stay frozen (15 of the embedded model's 30), which
+    halves the backward pass.
+
+    ``start="tract"`` (100 steps) trains on the reference feedbacks, so the judge writes
+    item-by-item checks; ``start="raft"`` (150 steps) trains the score alone, with no
+    feedback, so the CoT it writes afterwards checks nothing, but its score reads the
+    response itself (``docs/results.md`` compares the two starts)."""
+    if start not in WARM_STARTS:
+        raise ValueError(f"start must be one of {WARM_STARTS}, got {start!r}")
+    supervised = {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10}
     return [
-        Stage(
-            "tract",
-            100,
-            {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10},
-            freeze_fraction=0.5,
-        ),
+        Stage(start, 100 if start == "tract" else 150, supervised, freeze_fraction=0.5),
         Stage(
             "real",
             6,
