@@ -258,6 +258,43 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# compare
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="paired change of Pearson/Spearman between two evaluations of the same items",
+        description="Pair the predictions of two 'realjudge eval' output directories by "
+        "record id and bootstrap B's change of Pearson and Spearman over A on the paired "
+        "items (resampling items, so both judges are scored on the same resamples). "
+        "Evaluations of different data are refused.",
+    )
+    p.add_argument("a", help="the baseline evaluation: a 'realjudge eval' --out directory")
+    p.add_argument("b", help="the evaluation compared with it")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the result here")
+    p.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    import json
+    import shlex
+    from pathlib import Path
+
+    from realjudge.evaluate.compare import compare_evals, format_comparison
+
+    result = compare_evals(args.a, args.b, seed=args.seed, n_boot=args.n_boot)
+    result["command"] = "realjudge " + shlex.join(args.argv)
+    print(format_comparison(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
 # score
 
 
@@ -1075,6 +1112,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
     _add_check_launch,
     _add_eval,
     _add_score,
+    _add_compare,
     _add_bench,
     _add_reproduce,
     _add_report,

@@ -287,9 +287,11 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         table[f"after {stage.method}"] = _evaluate(cfg, facts, start, f"stage{i + 1}")
         timings[f"eval-{stage.method}"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
+    from realjudge.evaluate.compare import paired_change
+
     last = f"stage{len(cfg.stages)}" if cfg.stages else "before"
     change = {
-        name: _change(out / f"eval-before-{name}", out / f"eval-{last}-{name}", cfg.seed)
+        name: paired_change(out / f"eval-before-{name}", out / f"eval-{last}-{name}", seed=cfg.seed)
         for name, _ in cfg.splits
     }
 
@@ -326,21 +328,6 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     (out / "summary.md").write_text(md + "\n\n" + "\n".join(change_lines(change)) + "\n")
     print(f"total {timings['total'] / 60:.1f} min; final model: {start}")
     return summary
-
-
-def _change(before_dir: Path, after_dir: Path, seed: int) -> dict[str, Any]:
-    """Paired bootstrap of the final model against the starting model on the same items."""
-    from realjudge.evaluate.metrics import paired_difference
-
-    def preds(d: Path) -> dict[str, tuple[float | None, float | None]]:
-        rows = [json.loads(x) for x in (d / "predictions.jsonl").read_text().splitlines() if x]
-        return {r["id"]: (r.get("prediction"), r.get("gold")) for r in rows}
-
-    a, b = preds(before_dir), preds(after_dir)
-    ids = [i for i in a if i in b]
-    return paired_difference(
-        [a[i][0] for i in ids], [b[i][0] for i in ids], [a[i][1] for i in ids], seed=seed
-    )
 
 
 def change_lines(change: dict[str, dict[str, Any]]) -> list[str]:

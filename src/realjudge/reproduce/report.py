@@ -478,7 +478,7 @@ def claims_of(results: Mapping[str, Any]) -> list[Claim]:
         results["per_seed"],
         results["in_domain"],
         results["out_of_domain"],
-        regression=[n for n in ("RAFT", "TRACT", "TRACT-2", "TRACT+") if n in names],
+        regression=[n for n in ("RAFT", "RAFT+", "TRACT", "TRACT-2", "TRACT+") if n in names],
     )
 
 

@@ -1,0 +1,94 @@
+"""`realjudge compare`: two evaluation dirs paired by id, B's change over A bootstrapped on the
+paired items; evaluations of different data are refused."""
+
+import json
+
+import numpy as np
+import pytest
+
+from realjudge.cli import main
+from realjudge.evaluate.compare import compare_evals, paired_change
+from realjudge.evaluate.metrics import paired_difference
+
+
+def _write_eval(d, rows, *, data="embedded:test", reading="score-only + RAIL"):
+    d.mkdir(parents=True)
+    with open(d / "predictions.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    preds = [r["prediction"] for r in rows if r.get("prediction") is not None]
+    gold = [r["gold"] for r in rows if r.get("prediction") is not None]
+    meta = {
+        "metrics": {"pearson": float(np.corrcoef(preds, gold)[0, 1]), "spearman": None},
+        "config": {"model": str(d), "data_source": data, "reading": reading},
+    }
+    (d / "metrics.json").write_text(json.dumps(meta))
+    return d
+
+
+def _rows(gold, preds, ids=None):
+    ids = ids or [f"r{i}" for i in range(len(gold))]
+    return [
+        {"id": i, "gold": g, "prediction": p, "status": "ok"}
+        for i, g, p in zip(ids, gold, preds, strict=True)
+    ]
+
+
+@pytest.fixture
+def pair(tmp_path):
+    rng = np.random.default_rng(0)
+    gold = rng.integers(1, 6, size=60).astype(float).tolist()
+    noisy = (np.array(gold) + rng.normal(0, 1.5, size=60)).tolist()
+    close = (np.array(gold) + rng.normal(0, 0.3, size=60)).tolist()
+    a = _write_eval(tmp_path / "a", _rows(gold, noisy))
+    # B graded the same items in another order, one item more and one failed row
+    rows_b = _rows(gold, close)[::-1] + _rows([3.0], [2.0], ids=["extra"])
+    rows_b[5] = {**rows_b[5], "prediction": None, "status": "error"}
+    b = _write_eval(tmp_path / "b", rows_b, reading="CoT + RAIL")
+    return a, b, gold, noisy, close, rows_b[5]["id"]
+
+
+def test_pairs_by_id_and_matches_the_paired_bootstrap(pair):
+    a, b, gold, noisy, close, failed = pair
+    c = compare_evals(a, b, seed=3, n_boot=500)
+    keep = [i for i in range(60) if f"r{i}" != failed]
+    want = paired_difference(
+        [noisy[i] for i in keep],
+        [close[i] for i in keep],
+        [gold[i] for i in keep],
+        seed=3,
+        n_boot=500,
+    )
+    assert c["n"] == 59 and c["shared_ids"] == 60
+    assert c["pearson"] == want["pearson"] and c["spearman"] == want["spearman"]
+    assert c["pearson"]["delta"] > 0 and c["pearson"]["ci"][0] > 0  # B is clearly better
+    assert (c["a"]["only_here"], c["b"]["only_here"]) == (0, 1)
+    assert c["b"]["reading"] == "CoT + RAIL"
+    assert paired_change(a, b, seed=3, n_boot=500)["pearson"] == want["pearson"]
+    swapped = compare_evals(b, a, seed=3, n_boot=500)
+    assert swapped["pearson"]["delta"] == pytest.approx(-c["pearson"]["delta"])
+
+
+def test_evaluations_of_different_data_are_refused(tmp_path, pair):
+    a, *_ = pair
+    other = _write_eval(tmp_path / "ood", _rows([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), data="x:ood")
+    with pytest.raises(ValueError, match="same data"):
+        compare_evals(a, other)
+    regold = _write_eval(
+        tmp_path / "regold", _rows([5.0, 1.0, 2.0], [1.0, 2.0, 3.0]), data="embedded:test"
+    )
+    with pytest.raises(ValueError, match="did not grade the same data"):
+        compare_evals(a, regold)
+    with pytest.raises(FileNotFoundError, match="predictions.jsonl"):
+        compare_evals(a, tmp_path / "missing")
+
+
+def test_cli_prints_the_change_and_writes_json(pair, tmp_path, capsys):
+    a, b, *_ = pair
+    out = tmp_path / "cmp.json"
+    assert main(["compare", str(a), str(b), "--n-boot", "200", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "paired items: 59 of 60 shared ids (0 only in A, 1 only in B)" in text
+    assert "Pearson  B - A: +" in text
+    saved = json.loads(out.read_text())
+    assert saved["command"].startswith("realjudge compare ") and saved["n_boot"] == 200
