@@ -82,15 +82,16 @@ def test_quickstart_cli_builds_its_config(monkeypatch):
 
 
 def test_quickstart_warm_start_is_tract_or_raft(monkeypatch):
-    """--start picks the supervised stage REAL starts from; its budget follows unless --steps
-    sets it, and an unknown start is refused by argparse and by default_stages."""
+    """--start picks the supervised stage REAL starts from (RAFT by default); its budget
+    follows unless --steps sets it, and an unknown start is refused by argparse and by
+    default_stages."""
     from realjudge import quickstart
     from realjudge.cli import main
 
     seen = []
     monkeypatch.setattr(quickstart, "run_quickstart", seen.append)
+    assert main(["quickstart", "--start", "tract", "--out", "x"]) == 0
     assert main(["quickstart", "--out", "x"]) == 0
-    assert main(["quickstart", "--start", "raft", "--out", "x"]) == 0
     assert main(["quickstart", "--start", "raft", "--steps", "5", "1", "--out", "x"]) == 0
     tract, raft, short = ([(s.method, s.max_steps) for s in cfg.stages] for cfg in seen)
     assert tract == [("tract", 100), ("real", 6)]
@@ -178,7 +179,7 @@ def test_quickstart_cli_runs_the_default_stages_on_tiny(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["results"]) == ["before", "after real"]
     assert summary["final_model"].endswith("stage2-real")
-    for stage in ("stage1-tract", "stage2-real"):
+    for stage in ("stage1-raft", "stage2-real"):
         saved = (out / stage / "train_config.yaml").read_text()
         assert "freeze_layers: 1\n" in saved and "max_steps: 1\n" in saved
     assert "change after training, test (2 items" in capsys.readouterr().out

@@ -274,7 +274,9 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("b", help="the evaluation compared with it")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the result here")
+    p.add_argument(
+        "--json", default=None, metavar="FILE", help="also write the result here (default: none)"
+    )
     p.set_defaults(handler=_run_compare)
 
 
@@ -800,7 +802,7 @@ def _add_quickstart(sub: Any) -> None:
         "quickstart",
         help="the main job: train a judge on the embedded default, print before/after",
         description="Evaluate the model on the embedded test and out-of-domain splits, train "
-        "it in stages (TRACT or RAFT, then REAL warm-started from it; see "
+        "it in stages (RAFT or TRACT, then REAL warm-started from it; see "
         "realjudge.quickstart), "
         "evaluate again and print Pearson/Spearman before and after. Sized for a 2-core CPU "
         "and the embedded model; any --model works (half its layers stay frozen, the output "
@@ -835,10 +837,11 @@ def _add_quickstart(sub: Any) -> None:
     p.add_argument(
         "--start",
         choices=WARM_STARTS,
-        default="tract",
-        help="REAL's warm start: 'tract' (on the reference feedbacks: the judge writes "
-        "item checks) or 'raft' (score only: its CoT checks nothing, its score reads the "
-        "response) (default: tract)",
+        default=WARM_STARTS[0],
+        help="REAL's warm start: 'raft' (score only: its score reads the response and "
+        "carries out of domain; the feedback it writes checks nothing) or 'tract' (on the "
+        "reference feedbacks: the judge writes item checks, in domain only) "
+        f"(default: {WARM_STARTS[0]})",
     )
     p.add_argument(
         "--steps",
@@ -848,9 +851,9 @@ def _add_quickstart(sub: Any) -> None:
         metavar="N",
         help="steps of each stage, in order (default: "
         + " ".join(str(s.max_steps) for s in d.stages)
-        + " with --start tract, "
-        + " ".join(str(s.max_steps) for s in default_stages("raft"))
-        + " with --start raft)",
+        + " with --start raft, "
+        + " ".join(str(s.max_steps) for s in default_stages("tract"))
+        + " with --start tract)",
     )
     p.add_argument(
         "--no-cot",

@@ -31,19 +31,21 @@ class Stage:
     freeze_fraction: float = 0.0
 
 
-WARM_STARTS = ("tract", "raft")
-"""Methods the main job can warm-start REAL from (the paper starts from either)."""
+WARM_STARTS = ("raft", "tract")
+"""Methods the main job can warm-start REAL from (the paper starts from either); the first
+is the default."""
 
 
-def default_stages(start: str = "tract") -> list[Stage]:
+def default_stages(start: str = WARM_STARTS[0]) -> list[Stage]:
     """A supervised warm start, then REAL from it (the paper's order), sized for two CPU
     cores: the lower half of the layers stay frozen (15 of the embedded model's 30), which
     halves the backward pass.
 
-    ``start="tract"`` (100 steps) trains on the reference feedbacks, so the judge writes
-    item-by-item checks; ``start="raft"`` (150 steps) trains the score alone, with no
-    feedback, so the CoT it writes afterwards checks nothing, but its score reads the
-    response itself (``docs/results.md`` compares the two starts)."""
+    ``start="raft"`` (150 steps, the default) trains the score alone, with no feedback: its
+    score reads the response itself and carries over to the out-of-domain split, but the
+    feedback it writes before the score checks nothing. ``start="tract"`` (100 steps) trains
+    on the reference feedbacks, so the judge writes item-by-item checks in domain, and its
+    score follows them, which out of domain it cannot do (README, "The main job")."""
     if start not in WARM_STARTS:
         raise ValueError(f"start must be one of {WARM_STARTS}, got {start!r}")
     supervised = {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10}
