@@ -360,8 +360,10 @@ def _raft_start() -> Experiment:
         notes="RAFT's budget is the 150 steps of its curve in docs/results-notes.md (it "
         "keeps its best validation evaluation); the RL runs are the main job's REAL settings "
         "(quickstart --start raft) run for 40 steps. RAFT and RAFT+ are read score-only, "
-        "as RAFT predicts; GRPO and REAL write their feedback first. About 25 min a seed on "
-        "2 CPU cores (Intel Xeon with AMX, bf16).",
+        "as RAFT predicts; GRPO and REAL write their feedback first. Cost: 34-44 min a seed "
+        "on 2 CPU cores (Intel Xeon with AMX, bf16; seeds 0-1 in one single-thread process "
+        "beside seed 2's; timings_s in docs/results/cpu-raft-start.json), plus 3 min for the "
+        "base model's evaluation.",
     )
 
 
