@@ -281,18 +281,16 @@ def _add_compare(sub: Any) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    import json
     import shlex
-    from pathlib import Path
 
+    from realjudge.bench.common import write_json
     from realjudge.evaluate.compare import compare_evals, format_comparison
 
     result = compare_evals(args.a, args.b, seed=args.seed, n_boot=args.n_boot)
     result["command"] = "realjudge " + shlex.join(args.argv)
     print(format_comparison(result))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(result, args.json)
     return 0
 
 
@@ -850,10 +848,11 @@ def _add_quickstart(sub: Any) -> None:
         default=None,
         metavar="N",
         help="steps of each stage, in order (default: "
-        + " ".join(str(s.max_steps) for s in d.stages)
-        + " with --start raft, "
-        + " ".join(str(s.max_steps) for s in default_stages("tract"))
-        + " with --start tract)",
+        + ", ".join(
+            " ".join(str(s.max_steps) for s in default_stages(start)) + f" with --start {start}"
+            for start in WARM_STARTS
+        )
+        + ")",
     )
     p.add_argument(
         "--no-cot",

@@ -64,14 +64,11 @@ def _pair(a: EvalRun, b: EvalRun) -> tuple[list[str], list[float | None]]:
     return ids, gold
 
 
-def paired_change(
-    a_dir: str | Path, b_dir: str | Path, *, seed: int = 0, n_boot: int = 2000
+def _difference(
+    a: EvalRun, b: EvalRun, ids: list[str], gold: list[float | None], seed: int, n_boot: int
 ) -> dict[str, Any]:
-    """:func:`~realjudge.evaluate.metrics.paired_difference` of B over A on their shared ids."""
     from realjudge.evaluate.metrics import paired_difference
 
-    a, b = EvalRun(a_dir), EvalRun(b_dir)
-    ids, gold = _pair(a, b)
     return paired_difference(
         [a.rows[i][0] for i in ids],
         [b.rows[i][0] for i in ids],
@@ -79,6 +76,14 @@ def paired_change(
         seed=seed,
         n_boot=n_boot,
     )
+
+
+def paired_change(
+    a_dir: str | Path, b_dir: str | Path, *, seed: int = 0, n_boot: int = 2000
+) -> dict[str, Any]:
+    """:func:`~realjudge.evaluate.metrics.paired_difference` of B over A on their shared ids."""
+    a, b = EvalRun(a_dir), EvalRun(b_dir)
+    return _difference(a, b, *_pair(a, b), seed, n_boot)
 
 
 def compare_evals(
@@ -94,8 +99,8 @@ def compare_evals(
             f"{a.path} graded {a.data} and {b.path} graded {b.data}: compare evaluations of "
             "the same data"
         )
-    ids, _ = _pair(a, b)
-    out = paired_change(a_dir, b_dir, seed=seed, n_boot=n_boot)
+    ids, gold = _pair(a, b)
+    out = _difference(a, b, ids, gold, seed, n_boot)
     out["shared_ids"] = len(ids)
     for name, run in (("a", a), ("b", b)):
         out[name] = {
@@ -104,7 +109,7 @@ def compare_evals(
             "data": run.data,
             "reading": run.reading,
             "n": len(run.rows),
-            "only_here": sum(i not in (b.rows if run is a else a.rows) for i in run.rows),
+            "only_here": len(run.rows) - len(ids),
             "pearson": run.metrics.get("pearson"),
             "spearman": run.metrics.get("spearman"),
         }

@@ -245,34 +245,66 @@ PRESETS: dict[str, Experiment] = {
 }
 
 
-def _powered() -> Experiment:
-    """REAL against its controls with enough items, steps and rollouts to see a difference of
-    about 0.1 Pearson (``docs/reproduce.md``, "cpu-powered")."""
-    tract = {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10}
-    rl = {
-        "learning_rate": 1e-5,
-        "batch_size": 2,
-        "num_generations": 8,
-        "temperature": 1.0,
-        "top_p": 0.9,
-    }
-    best = {"load_best_model_at_end": True, "metric_for_best_model": "pearson"}
-    rl_steps = 100
-    # continued TRACT sees as many training prompts as an RL run: 100 steps x 2 prompts
-    more_tract = rl_steps * rl["batch_size"] // tract["batch_size"]
+#: supervised runs of the 200-item embedded presets: 8 examples a step
+_SUP_8 = {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10}
+#: keep the weights of the best periodic evaluation on the validation split
+_BEST = {"load_best_model_at_end": True, "metric_for_best_model": "pearson"}
+
+
+def _embedded_200(
+    *,
+    name: str,
+    description: str,
+    runs: list[RunSpec],
+    save_steps: int,
+    curve_points: int,
+    notes: str,
+) -> Experiment:
+    """A comparison on the embedded task sized to tell methods apart: 200 in-domain and 200
+    out-of-domain items, 3 seeds, the lower 15 layers frozen, curves on 60 items of the
+    validation split drawn from the train generator (never a test split)."""
     return Experiment(
-        name="cpu-powered",
-        description="The embedded comparison with power: a TRACT judge trained until it "
-        "checks items (300 steps of 8), then REAL and binary-reward GRPO from it for 100 "
-        "steps of 2 prompts x 8 rollouts, TRACT continued on as many prompts as the control; "
-        "200 in-domain and 200 out-of-domain items, 3 seeds; curves on a validation split "
-        "drawn from the train generator",
+        name=name,
+        description=description,
         model="embedded",
         train_data="embedded",
         benchmarks=[
             Benchmark("embedded-test", "embedded", "test", 200, "in"),
             Benchmark("embedded-ood", "embedded-ood", "ood", 200, "out"),
         ],
+        runs=runs,
+        common={
+            "freeze_layers": 15,
+            "max_new_tokens": 64,
+            "device": "cpu",
+            "eval_batch_size": 16,
+            "save_steps": save_steps,
+        },
+        seeds=3,
+        max_new_tokens=96,
+        curve_benchmark="embedded-validation",
+        curve_limit=60,
+        curve_points=curve_points,
+        validation=Benchmark("embedded-validation", "embedded", "validation", 60, "in"),
+        notes=notes,
+    )
+
+
+def _powered() -> Experiment:
+    """REAL against its controls with enough items, steps and rollouts to see a difference of
+    about 0.1 Pearson (``docs/reproduce.md``, "cpu-powered")."""
+    tract, best = _SUP_8, _BEST
+    rl = {**_CPU_RL, "num_generations": 8}
+    rl_steps = 100
+    # continued TRACT sees as many training prompts as an RL run: 100 steps x 2 prompts
+    more_tract = rl_steps * rl["batch_size"] // tract["batch_size"]
+    return _embedded_200(
+        name="cpu-powered",
+        description="The embedded comparison with power: a TRACT judge trained until it "
+        "checks items (300 steps of 8), then REAL and binary-reward GRPO from it for 100 "
+        "steps of 2 prompts x 8 rollouts, TRACT continued on as many prompts as the control; "
+        "200 in-domain and 200 out-of-domain items, 3 seeds; curves on a validation split "
+        "drawn from the train generator",
         runs=[
             RunSpec("base"),
             # trained to their best on the validation split: the exported weights are those
@@ -284,19 +316,8 @@ def _powered() -> Experiment:
             RunSpec("GRPO", "grpo", rl_steps, init_from="TRACT", overrides=dict(rl)),
             RunSpec("REAL", "real", rl_steps, init_from="TRACT", overrides={**rl, "beta": 0.01}),
         ],
-        common={
-            "freeze_layers": 15,
-            "max_new_tokens": 64,
-            "device": "cpu",
-            "eval_batch_size": 16,
-            "save_steps": 25,
-        },
-        seeds=3,
-        max_new_tokens=96,
-        curve_benchmark="embedded-validation",
-        curve_limit=60,
+        save_steps=25,
         curve_points=5,
-        validation=Benchmark("embedded-validation", "embedded", "validation", 60, "in"),
         notes="Budgets: TRACT's 300 steps of 8 are where its curve flattens "
         "(docs/results-notes.md); SFT and RAFT get the same 300 steps and keep the weights of "
         "their best evaluation on the validation split. Cost on 2 CPU cores: about 2 h 50 min for "
@@ -311,25 +332,18 @@ def _raft_start() -> Experiment:
     """REAL and GRPO warm-started from score-only RAFT, the paper's other warm start: the
     judge's score reads the response itself (RAFT transfers out of domain), and RL then
     trains the feedback it writes before that score (``docs/results-notes.md``)."""
-    raft = {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10}
+    raft, best = _SUP_8, _BEST
     rl = {**_CPU_RL, "num_generations": 4}
-    best = {"load_best_model_at_end": True, "metric_for_best_model": "pearson"}
     rl_steps = 40
     # continued RAFT sees as many training prompts as an RL run: 40 steps x 2 prompts
     more_raft = rl_steps * rl["batch_size"] // raft["batch_size"]
-    return Experiment(
+    return _embedded_200(
         name="cpu-raft-start",
         description="REAL and binary-reward GRPO warm-started from a score-only RAFT judge "
         "(150 steps of 8, the weights of its best validation evaluation), 40 steps of 2 "
         "prompts x 4 rollouts each, RAFT continued on as many prompts as the control; "
         "200 in-domain and 200 out-of-domain items, 3 seeds; curves on a validation split "
         "drawn from the train generator",
-        model="embedded",
-        train_data="embedded",
-        benchmarks=[
-            Benchmark("embedded-test", "embedded", "test", 200, "in"),
-            Benchmark("embedded-ood", "embedded-ood", "ood", 200, "out"),
-        ],
         runs=[
             RunSpec("base"),
             RunSpec("RAFT", "raft", 150, cot=False, overrides={**raft, **best}),
@@ -344,19 +358,8 @@ def _raft_start() -> Experiment:
             RunSpec("GRPO", "grpo", rl_steps, init_from="RAFT", overrides=dict(rl)),
             RunSpec("REAL", "real", rl_steps, init_from="RAFT", overrides={**rl, "beta": 0.01}),
         ],
-        common={
-            "freeze_layers": 15,
-            "max_new_tokens": 64,
-            "device": "cpu",
-            "eval_batch_size": 16,
-            "save_steps": 10,
-        },
-        seeds=3,
-        max_new_tokens=96,
-        curve_benchmark="embedded-validation",
-        curve_limit=60,
+        save_steps=10,
         curve_points=3,
-        validation=Benchmark("embedded-validation", "embedded", "validation", 60, "in"),
         notes="RAFT's budget is the 150 steps of its curve in docs/results-notes.md (it "
         "keeps its best validation evaluation); the RL runs are the main job's REAL settings "
         "(quickstart --start raft) run for 40 steps. RAFT and RAFT+ are read score-only, "
