@@ -97,7 +97,14 @@ def test_quickstart_warm_start_is_tract_or_raft(monkeypatch):
     assert tract == [("tract", 100), ("real", 6)]
     assert raft == [("raft", 150), ("real", 6)]
     assert short == [("raft", 5), ("real", 1)]
-    assert seen[1].stages[0].overrides == seen[0].stages[0].overrides  # same optimiser
+    optimiser = ("learning_rate", "batch_size", "warmup_steps")
+    assert all(seen[1].stages[0].overrides[k] == seen[0].stages[0].overrides[k] for k in optimiser)
+    # RAFT keeps its best weights on the validation split, never the test split; TRACT has
+    # no selection
+    raft_over = seen[1].stages[0].overrides
+    assert raft_over["load_best_model_at_end"] and raft_over["eval_split"] == "validation"
+    assert raft_over["eval_mode"] == "score" and raft_over["eval_steps"] > 0
+    assert "load_best_model_at_end" not in seen[0].stages[0].overrides
     with pytest.raises(SystemExit):
         main(["quickstart", "--start", "sft", "--out", "x"])
     with pytest.raises(ValueError, match="start must be one of"):
@@ -182,4 +189,6 @@ def test_quickstart_cli_runs_the_default_stages_on_tiny(tmp_path, capsys):
     for stage in ("stage1-raft", "stage2-real"):
         saved = (out / stage / "train_config.yaml").read_text()
         assert "freeze_layers: 1\n" in saved and "max_steps: 1\n" in saved
+    raft = json.loads((out / "stage1-raft" / "metrics.json").read_text())
+    assert raft["best_step"] == 1 and raft["final_eval"]["n"] == 60  # validation selection
     assert "change after training, test (2 items" in capsys.readouterr().out
