@@ -32,6 +32,7 @@ def test_every_preset_resolves_with_warm_starts_in_order():
         assert start == exp.run("GRPO").init_from and start in ("TRACT", "RAFT")
         assert names.index(start) < min(names.index("REAL"), names.index("GRPO"))
         assert "TRACT" in names or name == "cpu-raft-start"
+        assert start == "TRACT" or name == "cpu-raft-start"
         # REAL and GRPO share every rollout setting
         real, grpo = exp.run("REAL").overrides, exp.run("GRPO").overrides
         assert {k: v for k, v in real.items() if k != "beta"} == grpo
@@ -358,6 +359,40 @@ def test_raft_start_preset_pairs_rl_runs_from_one_raft_judge():
     assert [c.text.split(" (")[0] for c in claims[:3]] == [
         "REAL above RAFT",
         "REAL above RAFT+",
+        "REAL above GRPO",
+    ]
+
+
+def test_raft_tract_preset_starts_rl_from_tract_on_cpu_raft_starts_raft():
+    """cpu-raft-tract: TRACT trains from RAFT, then REAL, GRPO and TRACT+ start from that
+    TRACT with equal prompt budgets; its RAFT and base runs are cpu-raft-start's, run for run
+    (so --reuse adopts them); RAFT, TRACT and TRACT+ are the baselines the claims check."""
+    from realjudge.reproduce.report import claims_of
+
+    exp = resolve(ReproduceConfig(preset="cpu-raft-tract"))
+    other = resolve(ReproduceConfig(preset="cpu-raft-start"))
+    assert exp.run("RAFT") == other.run("RAFT") and exp.run("base") == other.run("base")
+    assert exp.common == other.common and exp.benchmarks == other.benchmarks
+    assert exp.run("TRACT").init_from == "RAFT"
+    real, grpo, more = exp.run("REAL"), exp.run("GRPO"), exp.run("TRACT+")
+    assert real.init_from == grpo.init_from == more.init_from == "TRACT"
+    assert real.max_steps * real.overrides["batch_size"] == (
+        more.max_steps * more.overrides["batch_size"]
+    )
+    assert exp.seeds >= 3 and exp.validation is not None
+    names = [r.name for r in exp.runs]
+    per_seed = {n: {"0": {"embedded-test": {"pearson": 0.5}}} for n in names}
+    results = {
+        "runs": [{"name": n} for n in names],
+        "per_seed": per_seed,
+        "in_domain": ["embedded-test"],
+        "out_of_domain": [],
+    }
+    texts = [c.text.split(" (")[0] for c in claims_of(results)]
+    assert texts[:4] == [
+        "REAL above RAFT",
+        "REAL above TRACT",
+        "REAL above TRACT+",
         "REAL above GRPO",
     ]
 

@@ -200,7 +200,8 @@ def test_train_help_says_how_to_list_keys_and_which_presets_it_takes(capsys):
     assert "method preset of realjudge.train.config: authors, cpu-embedded (" in helps["train"]
     assert "'realjudge reproduce --preset', which takes experiment presets" in helps["train"]
     assert (
-        "cpu-embedded, cpu-powered, cpu-raft-start, cpu-vicuna, gpu-small, paper-qwen3-32b, "
+        "cpu-embedded, cpu-powered, cpu-raft-start, cpu-raft-tract, cpu-vicuna, gpu-small, "
+        "paper-qwen3-32b, "
         "paper-qwen3-8b." in helps["reproduce"]
     )
     assert "'realjudge train --preset', which takes method presets" in helps["reproduce"]
