@@ -249,6 +249,15 @@ PRESETS: dict[str, Experiment] = {
 _SUP_8 = {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10}
 #: keep the weights of the best periodic evaluation on the validation split
 _BEST = {"load_best_model_at_end": True, "metric_for_best_model": "pearson"}
+#: RL settings of the lighter 200-item presets (cpu-raft-start, cpu-raft-tract): 40 steps
+_RL_40 = {**_CPU_RL, "num_generations": 4}
+
+
+def _raft_150() -> RunSpec:
+    """The score-only RAFT judge of cpu-raft-start and cpu-raft-tract (one spec, so the
+    second preset can adopt the first's runs with ``--reuse``): 150 steps of 8, the weights
+    of its best validation evaluation, read score-only."""
+    return RunSpec("RAFT", "raft", 150, cot=False, overrides={**_SUP_8, **_BEST})
 
 
 def _embedded_200(
@@ -332,8 +341,7 @@ def _raft_start() -> Experiment:
     """REAL and GRPO warm-started from score-only RAFT, the paper's other warm start: the
     judge's score reads the response itself (RAFT transfers out of domain), and RL then
     trains the feedback it writes before that score (``docs/results-notes.md``)."""
-    raft, best = _SUP_8, _BEST
-    rl = {**_CPU_RL, "num_generations": 4}
+    raft, rl = _SUP_8, _RL_40
     rl_steps = 40
     # continued RAFT sees as many training prompts as an RL run: 40 steps x 2 prompts
     more_raft = rl_steps * rl["batch_size"] // raft["batch_size"]
@@ -346,7 +354,7 @@ def _raft_start() -> Experiment:
         "drawn from the train generator",
         runs=[
             RunSpec("base"),
-            RunSpec("RAFT", "raft", 150, cot=False, overrides={**raft, **best}),
+            _raft_150(),
             RunSpec(
                 "RAFT+",
                 "raft",
@@ -377,8 +385,7 @@ def _raft_tract() -> Experiment:
     it teaches the item-by-item feedback without losing that (``docs/results-notes.md``,
     "RAFT then TRACT"), so the RL runs start from a judge that writes a feedback and a score
     -- GRPO's binary reward has something to compare, unlike from RAFT alone."""
-    sup, best = _SUP_8, _BEST
-    rl = {**_CPU_RL, "num_generations": 4}
+    sup, rl = _SUP_8, _RL_40
     rl_steps = 40
     # continued TRACT sees as many training prompts as an RL run: 40 steps x 2 prompts
     more_tract = rl_steps * rl["batch_size"] // sup["batch_size"]
@@ -391,8 +398,7 @@ def _raft_tract() -> Experiment:
         "drawn from the train generator",
         runs=[
             RunSpec("base"),
-            # the same RAFT as cpu-raft-start's (--reuse runs/cpu-raft-start adopts it)
-            RunSpec("RAFT", "raft", 150, cot=False, overrides={**sup, **best}),
+            _raft_150(),  # cpu-raft-start's (--reuse runs/cpu-raft-start adopts it)
             RunSpec("TRACT", "tract", 150, init_from="RAFT", overrides=dict(sup)),
             RunSpec(
                 "TRACT+",
