@@ -15,6 +15,7 @@ from realjudge.data.embedded import (
     check_truths,
     generate_embedded,
     read_checks,
+    read_count,
 )
 from realjudge.data.records import JudgeRecord
 
@@ -274,3 +275,15 @@ def test_read_checks_on_facts_keeps_whole_values_apart():
         "slides": True,
     }
     assert read_checks("room 2071: kept; room 20: kept", ["room 207"]) == {}
+
+
+def test_read_count_reads_the_stated_count_of_either_family():
+    """The count of the reference feedbacks' last sentence, for both families (it is the
+    record's gold minus one), the last one when a feedback states two, and None when none."""
+    for split in ("train", "ood"):
+        for r in generate_embedded(split, n=10, seed=3):
+            assert read_count(r.reference_feedback) == int(r.gold) - 1
+    assert read_count("So 1 of the 4 key facts is correct. So 3 of the 4 are.") == 3
+    assert read_count("So 5 of the 4 key facts are kept.") == 5  # read, not judged
+    assert read_count("Checking each: tent: named.") is None
+    assert read_count("") is None and read_count(None) is None  # type: ignore[arg-type]

@@ -22,7 +22,8 @@ appears in train. ``reference_feedback`` is a short chain of thought that checks
 item / fact in turn and states how many are present; it never states the score itself.
 
 :func:`check_items` and :func:`read_checks` read a judge's own item-by-item checks back out of
-a feedback written in that format, to compare them with the record's ``meta``.
+a feedback written in that format, to compare them with the record's ``meta``;
+:func:`read_count` reads the count it states.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "generate_embedded",
     "mentions",
     "read_checks",
+    "read_count",
 ]
 
 DEFAULT_SIZES = {"train": 2000, "validation": 200, "test": 200, "ood": 200}
@@ -581,6 +583,18 @@ def read_checks(feedback: str, items: Sequence[str]) -> dict[str, bool]:
         if m:
             out[item] = m.group(1).lower() in _SATISFIED
     return out
+
+
+_COUNT = re.compile(r"\bSo (\d+) of the (\d+)\b")
+
+
+def read_count(feedback: str) -> int | None:
+    """The count a feedback states in the reference format's last sentence (``So 3 of the 4
+    required items are named.``, ``So 1 of the 4 key facts is kept.``): the first ``N`` of
+    the last ``So N of the M``, or ``None`` when it states none. What it counted is not
+    checked, so a judge that writes the checklist pattern out of domain is read too."""
+    found = _COUNT.findall(str(feedback or ""))
+    return int(found[-1][0]) if found else None
 
 
 # ---------------------------------------------------------------------------------------------
