@@ -253,6 +253,27 @@ _BEST = {"load_best_model_at_end": True, "metric_for_best_model": "pearson"}
 _RL_40 = {**_CPU_RL, "num_generations": 4}
 
 
+def _continued_grpo_real(start: str, method: str, *, cot: bool = True) -> list[RunSpec]:
+    """The three runs that share the warm start ``start`` in the 40-step presets: ``start+``
+    (``method`` continued, no warm-up, on as many training prompts as an RL run -- the
+    control for "more training"), then GRPO and REAL with identical rollout settings
+    (:data:`_RL_40`, 40 steps; REAL's KL beta 0.01)."""
+    rl, rl_steps = _RL_40, 40
+    more = rl_steps * rl["batch_size"] // _SUP_8["batch_size"]  # 40 steps x 2 prompts
+    return [
+        RunSpec(
+            f"{start}+",
+            method,
+            more,
+            init_from=start,
+            cot=cot,
+            overrides={**_SUP_8, "warmup_steps": 0},
+        ),
+        RunSpec("GRPO", "grpo", rl_steps, init_from=start, overrides=dict(rl)),
+        RunSpec("REAL", "real", rl_steps, init_from=start, overrides={**rl, "beta": 0.01}),
+    ]
+
+
 def _raft_150() -> RunSpec:
     """The score-only RAFT judge of cpu-raft-start and cpu-raft-tract (one spec, so the
     second preset can adopt the first's runs with ``--reuse``): 150 steps of 8, the weights
@@ -341,10 +362,6 @@ def _raft_start() -> Experiment:
     """REAL and GRPO warm-started from score-only RAFT, the paper's other warm start: the
     judge's score reads the response itself (RAFT transfers out of domain), and RL then
     trains the feedback it writes before that score (``docs/results-notes.md``)."""
-    raft, rl = _SUP_8, _RL_40
-    rl_steps = 40
-    # continued RAFT sees as many training prompts as an RL run: 40 steps x 2 prompts
-    more_raft = rl_steps * rl["batch_size"] // raft["batch_size"]
     return _embedded_200(
         name="cpu-raft-start",
         description="REAL and binary-reward GRPO warm-started from a score-only RAFT judge "
@@ -355,16 +372,7 @@ def _raft_start() -> Experiment:
         runs=[
             RunSpec("base"),
             _raft_150(),
-            RunSpec(
-                "RAFT+",
-                "raft",
-                more_raft,
-                init_from="RAFT",
-                cot=False,
-                overrides={**raft, "warmup_steps": 0},
-            ),
-            RunSpec("GRPO", "grpo", rl_steps, init_from="RAFT", overrides=dict(rl)),
-            RunSpec("REAL", "real", rl_steps, init_from="RAFT", overrides={**rl, "beta": 0.01}),
+            *_continued_grpo_real("RAFT", "raft", cot=False),
         ],
         save_steps=10,
         curve_points=3,
@@ -385,10 +393,6 @@ def _raft_tract() -> Experiment:
     it teaches the item-by-item feedback without losing that (``docs/results-notes.md``,
     "RAFT then TRACT"), so the RL runs start from a judge that writes a feedback and a score
     -- GRPO's binary reward has something to compare, unlike from RAFT alone."""
-    sup, rl = _SUP_8, _RL_40
-    rl_steps = 40
-    # continued TRACT sees as many training prompts as an RL run: 40 steps x 2 prompts
-    more_tract = rl_steps * rl["batch_size"] // sup["batch_size"]
     return _embedded_200(
         name="cpu-raft-tract",
         description="REAL and binary-reward GRPO warm-started from RAFT then TRACT (150 "
@@ -399,16 +403,8 @@ def _raft_tract() -> Experiment:
         runs=[
             RunSpec("base"),
             _raft_150(),  # cpu-raft-start's (--reuse runs/cpu-raft-start adopts it)
-            RunSpec("TRACT", "tract", 150, init_from="RAFT", overrides=dict(sup)),
-            RunSpec(
-                "TRACT+",
-                "tract",
-                more_tract,
-                init_from="TRACT",
-                overrides={**sup, "warmup_steps": 0},
-            ),
-            RunSpec("GRPO", "grpo", rl_steps, init_from="TRACT", overrides=dict(rl)),
-            RunSpec("REAL", "real", rl_steps, init_from="TRACT", overrides={**rl, "beta": 0.01}),
+            RunSpec("TRACT", "tract", 150, init_from="RAFT", overrides=dict(_SUP_8)),
+            *_continued_grpo_real("TRACT", "tract"),
         ],
         save_steps=10,
         curve_points=3,
