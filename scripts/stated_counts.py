@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
 
-from scipy.stats import pearsonr
-
 from realjudge.data.embedded import read_count
+from realjudge.scoring.agreement import correlation_metrics
 
 
 def _r(x: list[float], y: list[float]) -> float | None:
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    r = float(pearsonr(x, y)[0])
-    return None if math.isnan(r) else round(r, 3)
+    """Pearson r, rounded; ``None`` when undefined (fewer than 3 rows, a constant side)."""
+    r = correlation_metrics(x, y, n_boot=0)["pearson"]
+    return None if r is None else round(float(r), 3)
 
 
 def stated_counts(eval_dir: Path) -> dict:
