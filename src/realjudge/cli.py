@@ -267,8 +267,10 @@ def _add_compare(sub: Any) -> None:
         help="paired change of Pearson/Spearman between two evaluations of the same items",
         description="Pair the predictions of two 'realjudge eval' output directories by "
         "record id and bootstrap B's change of Pearson and Spearman over A on the paired "
-        "items (resampling items, so both judges are scored on the same resamples). "
-        "Evaluations of different data are refused.",
+        "items (resampling items, so both judges are scored on the same resamples), and say "
+        "how far B's scores are from A's item by item (mean and largest |B - A|; for CoT "
+        "readings, in how many items the two wrote the same feedback). Evaluations of "
+        "different data are refused.",
     )
     p.add_argument("a", help="the baseline evaluation: a 'realjudge eval' --out directory")
     p.add_argument("b", help="the evaluation compared with it")

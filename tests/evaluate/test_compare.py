@@ -92,3 +92,39 @@ def test_cli_prints_the_change_and_writes_json(pair, tmp_path, capsys):
     assert "Pearson  B - A: +" in text
     saved = json.loads(out.read_text())
     assert saved["command"].startswith("realjudge compare ") and saved["n_boot"] == 200
+
+
+def test_item_agreement_says_how_far_b_moved_from_a(tmp_path, capsys):
+    """Two CoT readings of the same items: the mean and largest |B - A| over the items both
+    predicted, and how many of the items both wrote a feedback for got the same one."""
+    gold = [1.0, 2.0, 3.0, 4.0, 5.0]
+    rows_a = _rows(gold, [1.0, 2.0, 3.0, 4.0, 5.0])
+    rows_b = _rows(gold, [1.5, 2.0, 2.0, 4.0, None])
+    for k, (ra, rb) in enumerate(zip(rows_a, rows_b, strict=True)):
+        ra["feedback"] = f"checks {k}"
+        rb["feedback"] = f"checks {k}" if k != 2 else "another chain"
+    del rows_b[3]["feedback"]  # a row without a feedback (e.g. failed generation) is not counted
+    a = _write_eval(tmp_path / "a", rows_a, reading="CoT + RAIL")
+    b = _write_eval(tmp_path / "b", rows_b, reading="CoT + RAIL")
+    items = compare_evals(a, b, n_boot=0)["items"]
+    assert items["n"] == 4
+    assert items["mean_abs_diff"] == pytest.approx((0.5 + 0 + 1 + 0) / 4)
+    assert items["max_abs_diff"] == pytest.approx(1.0)
+    assert (items["same_feedback"], items["with_feedback"]) == (3, 4)
+    assert main(["compare", str(a), str(b), "--n-boot", "0"]) == 0
+    line = "predictions |B - A|: mean 0.3750, largest 1.0000 over 4 items; the same feedback in "
+    line += "3 of 4"
+    assert line in capsys.readouterr().out
+
+
+def test_score_only_readings_have_no_feedback_count(pair, capsys):
+    a, b, gold, noisy, close, failed = pair
+    items = compare_evals(a, b, n_boot=0)["items"]
+    keep = [i for i in range(60) if f"r{i}" != failed]
+    want = [abs(close[i] - noisy[i]) for i in keep]
+    assert items["n"] == 59 and items["with_feedback"] == 0 and items["same_feedback"] == 0
+    assert items["mean_abs_diff"] == pytest.approx(sum(want) / 59)
+    assert items["max_abs_diff"] == pytest.approx(max(want))
+    assert main(["compare", str(a), str(b), "--n-boot", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "over 59 items\n" in out and "same feedback" not in out

@@ -3,8 +3,12 @@
 Reads two ``realjudge eval`` output directories, pairs their predictions by record id and
 bootstraps the change of Pearson and Spearman on the paired items
 (:func:`~realjudge.evaluate.metrics.paired_difference`): the item-to-item variance that
-widens each judge's own interval cancels in the difference. Evaluations of different data
-are refused: a shared id whose gold differs means the two did not grade the same records.
+widens each judge's own interval cancels in the difference. It also says how far B's
+scores move from A's item by item (:func:`item_agreement`: the mean and largest absolute
+difference of the predictions, and in how many items the two wrote the same feedback),
+which is what two readings of one judge -- bf16 against fp32, say -- need. Evaluations of
+different data are refused: a shared id whose gold differs means the two did not grade the
+same records.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EvalRun", "compare_evals", "format_comparison", "paired_change"]
+__all__ = ["EvalRun", "compare_evals", "format_comparison", "item_agreement", "paired_change"]
 
 
 class EvalRun:
@@ -27,6 +31,7 @@ class EvalRun:
                 f"{self.path}: no predictions.jsonl (expected a 'realjudge eval' output dir)"
             )
         self.rows: dict[str, tuple[float | None, float | None]] = {}
+        self.feedback: dict[str, str] = {}
         for n, line in enumerate(preds.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -37,6 +42,8 @@ class EvalRun:
             if row.get("id") is None:  # a bad input row, listed without an id
                 continue
             self.rows[str(row["id"])] = (row.get("prediction"), row.get("gold"))
+            if isinstance(row.get("feedback"), str):
+                self.feedback[str(row["id"])] = row["feedback"]
         metrics = self.path / "metrics.json"
         meta = json.loads(metrics.read_text()) if metrics.is_file() else {}
         self.config: dict[str, Any] = meta.get("config") or {}
@@ -78,6 +85,26 @@ def _difference(
     )
 
 
+def item_agreement(a: EvalRun, b: EvalRun, ids: list[str]) -> dict[str, Any]:
+    """How far B's predictions are from A's on the ``ids`` both predicted: ``n``,
+    ``mean_abs_diff`` and ``max_abs_diff`` (``None`` without such an item), and
+    ``same_feedback`` of ``with_feedback`` (the ids both wrote a feedback for: CoT readings;
+    0 of 0 for score-only ones)."""
+    diffs = [
+        abs(float(b.rows[i][0]) - float(a.rows[i][0]))  # type: ignore[arg-type]
+        for i in ids
+        if a.rows[i][0] is not None and b.rows[i][0] is not None
+    ]
+    both = [i for i in ids if i in a.feedback and i in b.feedback]
+    return {
+        "n": len(diffs),
+        "mean_abs_diff": sum(diffs) / len(diffs) if diffs else None,
+        "max_abs_diff": max(diffs) if diffs else None,
+        "with_feedback": len(both),
+        "same_feedback": sum(a.feedback[i] == b.feedback[i] for i in both),
+    }
+
+
 def paired_change(
     a_dir: str | Path, b_dir: str | Path, *, seed: int = 0, n_boot: int = 2000
 ) -> dict[str, Any]:
@@ -102,6 +129,7 @@ def compare_evals(
     ids, gold = _pair(a, b)
     out = _difference(a, b, ids, gold, seed, n_boot)
     out["shared_ids"] = len(ids)
+    out["items"] = item_agreement(a, b, ids)
     for name, run in (("a", a), ("b", b)):
         out[name] = {
             "path": str(run.path),
@@ -141,6 +169,17 @@ def format_comparison(c: dict[str, Any]) -> str:
         f"paired items: {c['n']} of {c['shared_ids']} shared ids "
         f"({a['only_here']} only in A, {b['only_here']} only in B)"
     )
+    items = c["items"]
+    if items["n"]:
+        same = (
+            f"; the same feedback in {items['same_feedback']} of {items['with_feedback']}"
+            if items["with_feedback"]
+            else ""
+        )
+        lines.append(
+            f"predictions |B - A|: mean {items['mean_abs_diff']:.4f}, largest "
+            f"{items['max_abs_diff']:.4f} over {items['n']} items{same}"
+        )
     lines.append(f"Pearson  B - A: {_fmt(c['pearson'])}")
     lines.append(f"Spearman B - A: {_fmt(c['spearman'])}")
     lines.append(f"paired bootstrap, {c['n_boot']} resamples of items, 95% percentile intervals")
