@@ -24,6 +24,7 @@ from realjudge.reproduce.runner import read_curve
 
 KEYS = (
     "method",
+    "seed",
     "learning_rate",
     "batch_size",
     "freeze_layers",
@@ -79,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     data["command"] = "python scripts/judge_curves.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
-    evals = ", ".join(
-        f"{n}: {r['eval_limit']} {r['eval_split']} items" for n, r in data["runs"].items()
-    )
+    sets = {n: f"{r['eval_limit']} {r['eval_split']} items" for n, r in data["runs"].items()}
+    if len(data["runs"]) > 1 and len(set(sets.values())) == 1:
+        evals = f"{next(iter(sets.values()))}, every run"
+    else:
+        evals = ", ".join(f"{n}: {e}" for n, e in sets.items())
     data["curve"] = {"title": f"periodic evaluation ({evals})"}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(data, indent=1) + "\n")

@@ -43,3 +43,23 @@ def test_curves_against_examples_seen(tmp_path):
     assert data["final_evals"]["T"]["test"]["check_accuracy"] == 0.7
     assert data["runs"]["T"]["eval_split"] == "validation"
     assert png.is_file() and png.stat().st_size > 0
+
+
+def test_runs_evaluated_alike_share_one_title(tmp_path):
+    """Runs that differ in a knob (here the seed) but were evaluated on the same items get one
+    title naming those items once; each run records its seed."""
+    argv = []
+    for seed in (0, 1):
+        run = tmp_path / f"s{seed}"
+        run.mkdir()
+        cfg = {"method": "raft", "seed": seed, "batch_size": 8, "eval_split": "validation"}
+        (run / "train_config.yaml").write_text(yaml.safe_dump({**cfg, "eval_limit": 60}))
+        row = {"step": 25, "eval/pearson": 0.3 + seed / 10}
+        (run / "train_log.jsonl").write_text(json.dumps(row) + "\n")
+        argv.append(f"s{seed}={run}")
+    out, png = tmp_path / "c.json", tmp_path / "c.png"
+    assert _module().main([*argv, "--json", str(out), "--png", str(png)]) == 0
+    data = json.loads(out.read_text())
+    assert data["curve"]["title"] == "periodic evaluation (60 validation items, every run)"
+    assert [data["runs"][n]["seed"] for n in ("s0", "s1")] == [0, 1]
+    assert data["curves"]["s1"] == {"0": [[200, 0.4]]}
