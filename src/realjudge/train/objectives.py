@@ -142,6 +142,37 @@ def score_metrics(
     }
 
 
+@dataclass
+class CollapseWatch:
+    """Says when the score read-out has collapsed: for ``patience`` steps in a row every row
+    of a step got the same expected score (``y_hat/std`` below ``tol``). There the score
+    distribution is one score token for every input, the gradient of ``(y_hat - y)^2``
+    through it vanishes and the evaluation curve stays flat until noise moves the model out
+    (``docs/training.md``). ``update`` returns the warning once per such stretch, else None.
+    """
+
+    patience: int = 10
+    tol: float = 1e-3
+    streak: int = 0
+
+    def update(self, step: int, metrics: dict[str, float]) -> str | None:
+        std = metrics.get("y_hat/std")
+        if std is None or not std < self.tol:
+            self.streak = 0
+            return None
+        self.streak += 1
+        if self.streak != self.patience:
+            return None
+        mean = metrics.get("y_hat/mean", float("nan"))
+        return (
+            f"step {step}: for {self.patience} steps every row got the same expected score "
+            f"(y_hat/std < {self.tol:g}; y_hat/mean {mean:.3f}): the score distribution has "
+            "collapsed onto one score, where the regression gradient vanishes (grad_norm "
+            "near 0) and the evaluation curve stays flat until the run leaves it; a lower "
+            "learning_rate or another seed may avoid it (docs/training.md)"
+        )
+
+
 def gold_tensor(rows: Sequence[Example], device: torch.device) -> torch.Tensor:
     """``[N]`` float32 gold scores of ``rows``."""
     return torch.tensor([r.gold for r in rows], dtype=torch.float32, device=device)

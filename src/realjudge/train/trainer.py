@@ -78,6 +78,7 @@ from realjudge.train.modeling import (
     prepare_for_training,
 )
 from realjudge.train.objectives import (
+    CollapseWatch,
     Context,
     check_sizes,
     forward_examples,
@@ -167,6 +168,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
     run = set_up(cfg)
     result = TrainResult(out=run.out, step=run.start)
     bar = progress_bar(run)
+    watch = CollapseWatch()
     for step in range(run.start, cfg.max_steps):
         t0 = time.perf_counter()
         items, prep_metrics = rollout(run, step)  # tokenise; RL: sample the rollouts
@@ -177,6 +179,9 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> TrainResult:
         done = step + 1
         last = done == cfg.max_steps
         result.step, result.last_metrics = done, metrics
+        warning = watch.update(done, metrics)
+        if warning and run.acc.is_main_process:
+            log.warning(warning)
 
         if done % cfg.logging_steps == 0 or last:
             log_metrics(run, metrics, done)
