@@ -18,6 +18,7 @@ from realjudge.methods import (
     masked_aggregate,
     masked_ce,
     policy_gradient_loss,
+    raft_loss,
     real_advantages,
     real_loss,
     regression_loss,
@@ -26,6 +27,7 @@ from realjudge.methods import (
     token_mean,
     tract_loss,
 )
+from realjudge.scoring import rail
 
 SCORES = torch.arange(1.0, 6.0)
 VALUES = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
@@ -434,3 +436,53 @@ def test_padding_does_not_change_real_or_grpo_loss(agg: str, left: bool) -> None
     assert torch.isfinite(padded[2]).all()
     assert pad_cols.abs().max() == 0
     assert padded[2][padded_mask == 0].abs().max() == 0
+
+
+def test_raft_loss_is_the_squared_error_plus_the_weighted_gold_nll():
+    y_hat = torch.tensor([3.0, 4.5])
+    gold = torch.tensor([2.0, 5.0])
+    logp = torch.log(torch.tensor([0.2, 0.5]))
+    plain, parts = raft_loss(y_hat, gold)
+    assert torch.equal(plain, regression_loss(y_hat, gold)) and "nll" not in parts
+    assert plain.item() == pytest.approx((1.0 + 0.25) / 2)
+    assert torch.equal(raft_loss(y_hat, gold, logp, lambda_p=0.0)[0], plain)  # unused at 0
+    mixed, parts = raft_loss(y_hat, gold, logp, lambda_p=0.5)
+    nll = -(math.log(0.2) + math.log(0.5)) / 2
+    assert mixed.item() == pytest.approx(plain.item() + 0.5 * nll)
+    assert parts["nll"] == pytest.approx(nll) and parts["loss"] == pytest.approx(mixed.item())
+    with pytest.raises(ValueError, match="needs gold_logprob"):
+        raft_loss(y_hat, gold, lambda_p=0.5)
+
+
+def test_raft_nll_keeps_a_gradient_where_the_squared_error_has_none():
+    """Every input's distribution on score 3 (the flat region where RAFT stalls; the other
+    scores' probabilities ~1e-13): the squared error's gradient on the logits is ~0, the log
+    term's, read by a log-softmax, is p - onehot(y)."""
+    scores = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    ids = torch.arange(5)
+    logits = torch.tensor([[0.0, 0.0, 30.0, 0.0, 0.0]] * 2, requires_grad=True)
+    gold = torch.tensor([1.0, 5.0])
+
+    def loss(lam):
+        probs, _ = rail.score_distribution(logits, ids)
+        logp = rail.score_log_probs(logits, ids).gather(-1, torch.tensor([[0], [4]])).squeeze(-1)
+        return raft_loss(rail.expected_score(probs, scores), gold, logp, lambda_p=lam)[0]
+
+    (g_plain,) = torch.autograd.grad(loss(0.0), logits)
+    (g_mixed,) = torch.autograd.grad(loss(1.0), logits)
+    assert g_plain.abs().max() < 1e-10
+    want = (torch.softmax(logits, -1) - torch.eye(5)[[0, 4]]) / 2  # d mean(-log p_y) / d logits
+    assert torch.allclose(g_mixed, want.detach(), atol=1e-6)
+    assert g_mixed[0, 0] < -0.4 and g_mixed[1, 4] < -0.4  # pushes up the gold score
+
+
+def test_score_log_probs_are_the_log_of_the_score_distribution():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 11) * 3
+    ids = torch.tensor([2, 5, 7])
+    for normalize in (True, False):
+        probs, _ = rail.score_distribution(logits, ids, normalize=normalize)
+        logp = rail.score_log_probs(logits, ids, normalize=normalize)
+        assert torch.allclose(logp.exp(), probs, atol=1e-6)
+    far = torch.tensor([[0.0, 200.0, 0.0]])  # probabilities that underflow stay finite
+    assert torch.isfinite(rail.score_log_probs(far, torch.arange(3))).all()

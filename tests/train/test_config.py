@@ -156,3 +156,12 @@ def test_shipped_accelerate_configs_parse():
     } <= names
     for f in files:
         assert load_config_from_file(str(f)).num_processes >= 1
+
+
+def test_raft_lambda_p_defaults_to_raft_as_published():
+    assert build_config("raft").raft_lambda_p == 0.0
+    assert build_config("raft", overrides={"raft_lambda_p": 0.5}).raft_lambda_p == 0.5
+    with pytest.raises(ConfigError, match="raft_lambda_p must be >= 0"):
+        build_config("raft", overrides={"raft_lambda_p": -1})
+    with pytest.raises(ConfigError, match="raft_lambda_p"):
+        build_config("tract", overrides={"raft_lambda_p": 0.5})  # RAFT's knob only

@@ -78,6 +78,26 @@ def test_raft_lowers_squared_error(setup):
     assert reg[-1] < reg[0] * 0.5, reg
 
 
+def test_raft_lambda_p_adds_the_gold_nll_of_the_same_pass(setup):
+    """raft_lambda_p = 0 is the squared error alone; > 0 adds lambda_p times the mean
+    -log p(y|x) of the renormalised score distribution of the same forward pass."""
+    from realjudge.train.objectives import forward_examples, gold_tensor
+
+    cfg, ctx, model, objective, items, _ = setup("raft", raft_lambda_p=0.5)
+    with torch.no_grad():
+        loss, parts = objective.loss(ctx, model, items)
+        _, fwd = forward_examples(ctx, model, items)
+    logp = torch.log_softmax(fwd.score_logits[:, ctx.score_ids], -1)
+    gold = gold_tensor(items, ctx.device)
+    want_nll = -logp.gather(-1, (gold - 1).long().unsqueeze(-1)).mean()
+    assert parts["nll"] == pytest.approx(want_nll.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(parts["regression"] + 0.5 * parts["nll"], rel=1e-6)
+    cfg.raft_lambda_p = 0.0
+    with torch.no_grad():
+        plain, parts0 = objective.loss(ctx, model, items)
+    assert "nll" not in parts0 and plain.item() == pytest.approx(parts["regression"], rel=1e-6)
+
+
 def test_tract_lowers_ce_plus_regression(setup):
     *_, update = setup("tract", tract_lambda=1.0)
     loss = _losses(update, "loss", 4)

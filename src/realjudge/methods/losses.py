@@ -211,6 +211,46 @@ def regression_loss(
     return _seq_mean((y_hat - gold.to(y_hat.dtype)) ** 2, normalizer)
 
 
+def raft_loss(
+    y_hat: torch.Tensor,
+    gold: torch.Tensor,
+    gold_logprob: torch.Tensor | None = None,
+    lambda_p: float = 0.0,
+    normalizer: Normalizer | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """RAFT: ``(y_hat - y)^2``, plus ``lambda_p * -log p(y|x)`` when ``lambda_p > 0`` --
+    REAL's refinement terms (``refine_terms: both``) on the score read right after the prompt.
+    ``lambda_p = 0`` is RAFT as published.
+
+    The squared error alone has a flat region: where ``p`` is one-hot on one score for every
+    input, its gradient through the softmax vanishes, while ``-log p(y)`` keeps a gradient of
+    ``p - onehot(y)`` on the score logits (``docs/training.md``). So ``gold_logprob`` should
+    come from a log-softmax (:func:`~realjudge.scoring.rail.score_log_probs`), not from the
+    log of a probability that may have underflowed.
+
+    Args:
+        y_hat: ``[B]`` RAIL predictions (with grad).
+        gold: ``[B]`` gold labels.
+        gold_logprob: ``[B]`` ``log p(round(y)|x)`` (with grad); needed when ``lambda_p > 0``.
+        lambda_p: weight of ``-log p(y|x)``.
+        normalizer: sequences' share (see :class:`Normalizer`); ``None``: mean over ``B``.
+
+    Returns:
+        ``(loss, {"regression", "loss"} + {"nll"} when lambda_p > 0)``, detached float parts.
+    """
+    reg = regression_loss(y_hat, gold, normalizer)
+    parts = {"regression": reg.item()}
+    loss = reg
+    if lambda_p:
+        if gold_logprob is None:
+            raise ValueError("raft_loss: lambda_p > 0 needs gold_logprob")
+        nll = _seq_mean(-gold_logprob, normalizer)
+        loss = reg + lambda_p * nll
+        parts["nll"] = nll.item()
+    parts["loss"] = loss.item()
+    return loss, parts
+
+
 def tract_loss(
     cot_token_logprobs: torch.Tensor,
     cot_mask: torch.Tensor,

@@ -35,6 +35,18 @@ def score_distribution(
     return probs, leaked
 
 
+def score_log_probs(
+    logits: torch.Tensor, score_token_ids: torch.Tensor, normalize: bool = True
+) -> torch.Tensor:
+    """``log`` of :func:`score_distribution`'s probabilities, ``[..., V] -> [..., K]``, from a
+    log-softmax: finite, with a gradient, where those probabilities underflow to 0."""
+    logits = logits.float()
+    score_logits = logits.index_select(-1, score_token_ids.to(logits.device))
+    if normalize:
+        return torch.log_softmax(score_logits, dim=-1)
+    return score_logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+
 def expected_score(probs: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """RAIL prediction ``y_hat = sum_k k * p_k``: ``[..., K] -> [...]`` (differentiable).
 

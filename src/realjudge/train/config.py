@@ -267,10 +267,23 @@ class SFTConfig(TrainConfig):
 
 @dataclass
 class RAFTConfig(TrainConfig):
-    """RAFT: the prompt ends with the cue (no CoT); minimise ``(sum_k k p(k|x) - y)^2``.
-    No method-specific knobs; ``rail_normalize`` picks renormalised or raw probabilities."""
+    """RAFT: the prompt ends with the cue (no CoT); minimise ``(sum_k k p(k|x) - y)^2``
+    (``methods.raft_loss``); ``rail_normalize`` picks renormalised or raw probabilities.
+
+    Attributes:
+        raft_lambda_p: weight of ``-log p(y|x)`` added to the squared error (REAL's
+            refinement terms, ``refine_terms: both``, on the score read without a CoT); 0 is
+            RAFT as published. It keeps a gradient where the squared error's vanishes (every
+            input's distribution on one score: ``docs/training.md``).
+    """
 
     method: str = "raft"
+    raft_lambda_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.raft_lambda_p < 0:
+            raise ConfigError(f"raft_lambda_p must be >= 0, got {self.raft_lambda_p}")
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 
 from realjudge.data.records import JudgeRecord
 from realjudge.inference.batch import JudgeBatch, JudgeForward, judge_forward, make_batch
-from realjudge.methods import Normalizer
+from realjudge.methods import Normalizer, gold_to_score_index
 from realjudge.scoring import rail
 from realjudge.scoring.vocab import ScoreVocab
 from realjudge.train.examples import Encoder, Example
@@ -126,6 +126,16 @@ def read_scores(
     )
     y_hat = rail.expected_score(probs, ctx.scores)
     return probs, leaked, y_hat
+
+
+def read_gold_logprob(ctx: Context, score_logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """``[N]`` ``log p(round(y))`` of the same distribution as :func:`read_scores`, from a
+    log-softmax (differentiable where the probability underflows)."""
+    logp = rail.score_log_probs(
+        score_logits, ctx.score_ids.to(score_logits.device), normalize=ctx.cfg.rail_normalize
+    )
+    idx = gold_to_score_index(gold, ctx.scores).to(logp.device)
+    return logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
 
 
 def score_metrics(

@@ -4,7 +4,8 @@ Every loss is one :func:`~realjudge.inference.batch.judge_forward` over prompt +
 function from :mod:`realjudge.methods`:
 
 * SFT: response = feedback + cue + gold score token; ``sft_loss`` over all of it.
-* RAFT: prompt = judge prompt + cue, empty response; ``regression_loss(y_hat, y)``.
+* RAFT: prompt = judge prompt + cue, empty response; ``raft_loss`` = ``(y_hat - y)^2``
+  (+ ``raft_lambda_p * -log p(y)``).
 * TRACT: response = CoT + cue (reference CoT in stage 1, the stage-1 model's own CoT in
   stage 2); ``tract_loss`` = CE on the CoT + ``lambda * (y_hat - y)^2`` with ``y_hat`` read at
   the position right after the cue.
@@ -21,12 +22,13 @@ from accelerate.utils import gather_object
 
 from realjudge.data.records import JudgeRecord
 from realjudge.inference.rollout import OK, finish_rollout, sample, stop_token_ids
-from realjudge.methods import Normalizer, regression_loss, sft_loss, tract_loss
+from realjudge.methods import Normalizer, raft_loss, sft_loss, tract_loss
 from realjudge.train.examples import Example, chunks, derive_seed, shard
 from realjudge.train.objectives import (
     Context,
     forward_examples,
     gold_tensor,
+    read_gold_logprob,
     read_scores,
     score_metrics,
     unit_counts,
@@ -74,8 +76,9 @@ class RAFTObjective(_Supervised):
         _, fwd = forward_examples(ctx, model, rows)
         _, leaked, y_hat = read_scores(ctx, fwd.score_logits)
         gold = gold_tensor(rows, ctx.device)
-        loss = regression_loss(y_hat, gold, norm)
-        metrics = {"loss": loss.item(), "regression": loss.item()}
+        lam = ctx.cfg.raft_lambda_p
+        gold_logprob = read_gold_logprob(ctx, fwd.score_logits, gold) if lam else None
+        loss, metrics = raft_loss(y_hat, gold, gold_logprob, lam, norm)
         metrics.update(score_metrics(y_hat, leaked, gold))
         return loss, metrics
 
