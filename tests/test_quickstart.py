@@ -95,13 +95,10 @@ def test_quickstart_warm_start_is_tract_or_raft(monkeypatch):
     assert main(["quickstart", "--start", "raft", "--steps", "5", "1", "--out", "x"]) == 0
     tract, raft, short = ([(s.method, s.max_steps) for s in cfg.stages] for cfg in seen)
     assert tract == [("tract", 100), ("real", 6)]
-    assert raft == [("raft", 100), ("real", 6)]
+    assert raft == [("raft", 150), ("real", 6)]
     assert short == [("raft", 5), ("real", 1)]
     optimiser = ("learning_rate", "batch_size", "warmup_steps")
     assert all(seen[1].stages[0].overrides[k] == seen[0].stages[0].overrides[k] for k in optimiser)
-    # RAFT's loss keeps the gold nll term that avoids its stall; TRACT has no such key
-    assert seen[1].stages[0].overrides["raft_lambda_p"] == quickstart.RAFT_LAMBDA_P > 0
-    assert "raft_lambda_p" not in seen[0].stages[0].overrides
     # RAFT keeps its best weights on the validation split, never the test split; TRACT has
     # no selection
     raft_over = seen[1].stages[0].overrides

@@ -52,33 +52,24 @@ a run that ends in a dip would hand REAL a worse start. The test and OOD splits 
 read for it."""
 
 
-RAFT_LAMBDA_P = 0.5
-"""Weight of ``-log p(y|x)`` in the main job's RAFT stage (``raft_lambda_p``), chosen on the
-validation split (docs/results.md, "Why RAFT's curve stalls")."""
-
-
 def default_stages(start: str = WARM_STARTS[0]) -> list[Stage]:
     """A supervised warm start, then REAL from it (the paper's order), sized for two CPU
     cores: the lower half of the layers stay frozen (15 of the embedded model's 30), which
     halves the backward pass.
 
-    ``start="raft"`` (100 steps, the default) trains the score alone, with no feedback: its
+    ``start="raft"`` (150 steps, the default) trains the score alone, with no feedback: its
     score reads the response itself and carries over to the out-of-domain split, but the
-    feedback it writes before the score checks nothing. Its loss adds ``-log p(y|x)`` with
-    weight 0.5 to the squared error (``raft_lambda_p``, REAL's refinement terms), which keeps
-    it out of the stall where every input's score distribution sits on one score: on the
-    validation split it read 0.89 at step 100 in two seeds, where plain RAFT read 0.35 and
-    0.80 (and 0.89 and 0.95 at step 150; docs/results.md, "Why RAFT's curve stalls"). It
-    keeps its best weights on the validation split (:data:`RAFT_SELECTION`). ``start="tract"`` (100 steps) trains
+    feedback it writes before the score checks nothing. It keeps its best weights on the
+    validation split (:data:`RAFT_SELECTION`). ``start="tract"`` (100 steps) trains
     on the reference feedbacks, so the judge writes item-by-item checks in domain, and its
     score follows them, which out of domain it cannot do (README, "The main job")."""
     if start not in WARM_STARTS:
         raise ValueError(f"start must be one of {WARM_STARTS}, got {start!r}")
     supervised: dict[str, Any] = {"learning_rate": 1e-4, "batch_size": 8, "warmup_steps": 10}
     if start == "raft":
-        supervised.update(RAFT_SELECTION, raft_lambda_p=RAFT_LAMBDA_P)
+        supervised.update(RAFT_SELECTION)
     return [
-        Stage(start, 100, supervised, freeze_fraction=0.5),
+        Stage(start, 100 if start == "tract" else 150, supervised, freeze_fraction=0.5),
         Stage(
             "real",
             6,
