@@ -26,6 +26,7 @@ KEYS = (
     "method",
     "seed",
     "learning_rate",
+    "raft_lambda_p",
     "batch_size",
     "freeze_layers",
     "warmup_steps",

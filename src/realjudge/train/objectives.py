@@ -179,7 +179,8 @@ class CollapseWatch:
             f"(y_hat/std < {self.tol:g}; y_hat/mean {mean:.3f}): the score distribution has "
             "collapsed onto one score, where the regression gradient vanishes (grad_norm "
             "near 0) and the evaluation curve stays flat until the run leaves it; a lower "
-            "learning_rate or another seed may avoid it (docs/training.md)"
+            "learning_rate, another seed or, for RAFT, raft_lambda_p may avoid it "
+            "(docs/training.md)"
         )
 
 
