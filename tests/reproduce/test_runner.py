@@ -214,6 +214,24 @@ def test_portable_fingerprints_name_the_output_dir_only_as_a_prefix(tmp_path):
     }
 
 
+def test_records_written_before_an_added_key_still_match_at_its_former_value(tmp_path):
+    """A RAFT run recorded before raft_lambda_p existed is the run raft_lambda_p=0 asks for;
+    not the one raft_lambda_p=0.5 asks for."""
+    from realjudge.reproduce.runner import ADDED_KEYS, _finished, train_fingerprint
+    from realjudge.train.config import build_config
+
+    root = tmp_path / "r"
+    out = str(root / "seed0" / "RAFT")
+    old = build_config("raft", overrides={"out": out}).to_dict()
+    del old["raft_lambda_p"]  # what the code before the key saved
+    record = tmp_path / "done.json"
+    record.write_text(json.dumps({"fingerprint": {"config": old}, "seconds": 12.0}))
+    for value, done in ((0.0, 12.0), (0.5, None)):
+        cfg = build_config("raft", overrides={"out": out, "raft_lambda_p": value}).to_dict()
+        assert _finished(record, train_fingerprint(cfg, root), root) == done
+    assert ADDED_KEYS["raft_lambda_p"] == build_config("raft").raft_lambda_p
+
+
 def test_same_seed_reruns_agree_and_reuse_copies_finished_runs(tmp_path):
     """Two fresh runs with the same seed give the same numbers (CPU); a sweep that names the
     first as --reuse takes its RAFT run (weights hard-linked) and trains only the variant."""

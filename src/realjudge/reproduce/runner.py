@@ -18,7 +18,9 @@ A training run cut short (the process killed) resumes mid-run: it writes a check
 default), and the next ``reproduce`` continues it from the latest complete one when it was
 started with the same settings -- ending on the weights, and so the ``results.json`` numbers,
 of an uninterrupted run. The keys that only decide checkpointing and restarting
-(:data:`RESTART_KEYS`) are left out of the fingerprints. Once a run is exported and recorded
+(:data:`RESTART_KEYS`) are left out of the fingerprints, as are config keys added since
+a run was recorded, at the value that computes what the code before them did
+(:data:`ADDED_KEYS`). Once a run is exported and recorded
 as finished its ``checkpoints/`` are removed (the exported model is what the evaluations and
 warm starts use). The training time recorded for a resumed run is that of its last attempt.
 
@@ -303,10 +305,15 @@ def portable(fingerprint: Any, root: Path) -> Any:
 #: left out of the fingerprints, so that finished work matches whatever they were.
 RESTART_KEYS = ("resume", "overwrite", "save_steps", "save_final", "save_total_limit")
 
+#: Config keys added after finished runs were recorded, each with the value at which the
+#: code computes what it computed before the key existed. At that value a key is left out of
+#: the fingerprints, so the records written before it still match.
+ADDED_KEYS: dict[str, Any] = {"raft_lambda_p": 0.0}
+
 
 def train_fingerprint(config: dict[str, Any], root: Path) -> Any:
     """The portable fingerprint of a training run with ``config`` (see :func:`portable`),
-    without :data:`RESTART_KEYS`."""
+    without :data:`RESTART_KEYS` and without :data:`ADDED_KEYS` at their former value."""
     return _without_restart_keys(portable({"config": config}, root))
 
 
@@ -314,7 +321,12 @@ def _without_restart_keys(fingerprint: Any) -> Any:
     config = fingerprint.get("config") if isinstance(fingerprint, dict) else None
     if not isinstance(config, dict):
         return fingerprint
-    return {**fingerprint, "config": {k: v for k, v in config.items() if k not in RESTART_KEYS}}
+    kept = {
+        k: v
+        for k, v in config.items()
+        if k not in RESTART_KEYS and not (k in ADDED_KEYS and v == ADDED_KEYS[k])
+    }
+    return {**fingerprint, "config": kept}
 
 
 def _finished(path: Path, wanted: Any, home: Path) -> float | None:
