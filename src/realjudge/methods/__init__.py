@@ -6,6 +6,7 @@ baselines) and :mod:`realjudge.methods.losses` (SFT, RAFT, TRACT, GRPO/RLOO, REA
 
 from realjudge.methods.advantages import (
     UNPARSABLE,
+    at_gold_score,
     binary_reward,
     clip_advantages,
     gold_to_score_index,
@@ -46,6 +47,7 @@ __all__ = [
     "Aggregation",
     "Normalizer",
     "RealLossConfig",
+    "at_gold_score",
     "binary_reward",
     "clip_advantages",
     "entropy_bonus",

@@ -188,6 +188,14 @@ def regression_reward(y_hat: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     return -((y_hat - gold.to(y_hat.dtype)) ** 2)
 
 
+def at_gold_score(values: torch.Tensor, gold: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Each row's entry in the column of its (rounded) gold score: ``[N, K], [N] -> [N]``
+    (probabilities, log-probabilities, ... of the K scores; rounded by
+    :func:`gold_to_score_index`)."""
+    idx = gold_to_score_index(gold, scores).to(values.device)
+    return values.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+
+
 def probability_reward(
     probs: torch.Tensor, gold: torch.Tensor, scores: torch.Tensor
 ) -> torch.Tensor:
@@ -201,8 +209,7 @@ def probability_reward(
     Returns:
         ``[N]``.
     """
-    idx = gold_to_score_index(gold, scores).to(probs.device)
-    return probs.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+    return at_gold_score(probs, gold, scores)
 
 
 def binary_reward(

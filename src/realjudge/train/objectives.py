@@ -17,7 +17,7 @@ import torch
 
 from realjudge.data.records import JudgeRecord
 from realjudge.inference.batch import JudgeBatch, JudgeForward, judge_forward, make_batch
-from realjudge.methods import Normalizer, gold_to_score_index
+from realjudge.methods import Normalizer, at_gold_score
 from realjudge.scoring import rail
 from realjudge.scoring.vocab import ScoreVocab
 from realjudge.train.examples import Encoder, Example
@@ -134,8 +134,7 @@ def read_gold_logprob(ctx: Context, score_logits: torch.Tensor, gold: torch.Tens
     logp = rail.score_log_probs(
         score_logits, ctx.score_ids.to(score_logits.device), normalize=ctx.cfg.rail_normalize
     )
-    idx = gold_to_score_index(gold, ctx.scores).to(logp.device)
-    return logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+    return at_gold_score(logp, gold, ctx.scores)
 
 
 def score_metrics(
