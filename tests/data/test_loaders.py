@@ -252,6 +252,21 @@ def test_skip_bad_keeps_good_rows_and_counts_bad(tmp_path):
     assert "line 5 (1-based)" in str(res.bad_rows[2])
 
 
+def test_unreadable_numbers_and_deep_nesting_are_bad_rows_not_crashes(tmp_path):
+    good = [r.to_dict() for r in make_records()[:2]]
+    deep = (
+        '{"id": "d", "instruction": "x", "response": "y", "meta": ' + "[" * 5000 + "]" * 5000 + "}"
+    )
+    huge = json.dumps({**good[0], "id": "h", "gold": "N"}).replace('"N"', "1" + "0" * 400)
+    digits = json.dumps({**good[0], "id": "g", "gold": "N"}).replace('"N"', "1" * 5000)
+    lines = [json.dumps(good[0]), deep, huge, digits, json.dumps(good[1])]
+    path = write_lines(tmp_path / "odd.jsonl", lines)
+    res = load_records(str(path), skip_bad=True)
+    assert [r.id for r in res.records] == [good[0]["id"], good[1]["id"]]
+    assert [(b.row, b.field) for b in res.bad_rows] == [(2, "<row>"), (3, "gold"), (4, "<row>")]
+    assert "too deeply" in str(res.bad_rows[0]) and "outside the scale" in str(res.bad_rows[1])
+
+
 def test_json_list_bad_row_uses_zero_based_index(tmp_path):
     rows = [fc_row(0), fc_row(1), fc_row(2)]
     del rows[1]["orig_response"]

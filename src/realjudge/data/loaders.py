@@ -377,6 +377,10 @@ def _decode_line(raw: bytes, start: int) -> Any:
         if bad is not None:  # the syntax error may well come from the bad byte
             return _BadJson(_invalid_byte_message(text, bad.start(), start))
         return _BadJson(f"invalid JSON: {e.msg} (column {e.colno})")
+    except RecursionError:
+        return _BadJson("invalid JSON: nested too deeply to read")
+    except ValueError as e:  # e.g. an integer longer than Python converts (4300 digits)
+        return _BadJson(f"invalid JSON: {e}")
     return _check_text(value, iter(_escaped_byte_offsets(text, start)))
 
 
@@ -682,7 +686,10 @@ def _as_score(value: Any, key: str, scale: tuple[int, int]) -> float:
         except ValueError:
             raise _RowError(key, f"expected a number, got {value!r}") from None
     elif isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            raise _RowError(key, "score is outside the scale (too large a number)") from None
     else:
         raise _RowError(key, f"expected a number, got {type(value).__name__}")
     lo, hi = scale
