@@ -143,6 +143,10 @@ def test_real_advantages_of_a_sure_judge_are_zero() -> None:
     assert adv.abs().max().item() == 0.0
     assert metrics["frac_groups_zero_std"] == 1.0
     assert RealLossConfig().std_eps == 1e-4
+    # with std normalisation a zero epsilon would turn this tied group into 0/0
+    with pytest.raises(ValueError, match="std_eps"):
+        RealLossConfig(std_eps=0.0)
+    assert RealLossConfig(std_eps=0.0, normalize_std=False).std_eps == 0.0
 
 
 def test_clip_advantages() -> None:

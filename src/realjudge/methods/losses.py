@@ -435,6 +435,9 @@ class RealLossConfig:
             raise ValueError(f"adv_clip must be positive or None, got {self.adv_clip}")
         if self.kl_kind not in ("k1", "k2", "k3"):
             raise ValueError(f"kl_kind must be k1|k2|k3, got {self.kl_kind!r}")
+        if self.normalize_std and not self.std_eps > 0:
+            # a group whose rewards are all equal (or G == 1) would divide 0 by 0
+            raise ValueError(f"std_eps must be positive with normalize_std, got {self.std_eps}")
 
 
 def _group_advantage(
