@@ -267,6 +267,20 @@ def test_unreadable_numbers_and_deep_nesting_are_bad_rows_not_crashes(tmp_path):
     assert "too deeply" in str(res.bad_rows[0]) and "outside the scale" in str(res.bad_rows[1])
 
 
+def test_a_json_list_nested_too_deeply_is_a_clear_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(DataError, match="could not be read as JSON"):
+        load_records(str(path))
+    # JSON lines in a .json file: the row is named, the others are kept
+    good = make_records()[0].to_dict()
+    deep = '{"id": "d", "instruction": "x", "meta": ' + "[" * 5000 + "]" * 5000 + "}"
+    lines = write_lines(tmp_path / "lines.json", [deep, json.dumps(good)])
+    res = load_records(str(lines), skip_bad=True)
+    assert [r.id for r in res.records] == [good["id"]]
+    assert [(b.row, b.field) for b in res.bad_rows] == [(1, "<row>")]
+
+
 def test_json_list_bad_row_uses_zero_based_index(tmp_path):
     rows = [fc_row(0), fc_row(1), fc_row(2)]
     del rows[1]["orig_response"]

@@ -344,6 +344,10 @@ def _iter_json_or_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
                 raise DataError(
                     f"{path} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}"
                 ) from e
+        except (RecursionError, ValueError) as e:  # nested too deeply, a 4300-digit integer
+            if first != b"{":
+                raise DataError(f"{path} could not be read as JSON: {e}") from None
+            data = None  # JSON lines: the line reader below names the row
         if data is not None:
             if not isinstance(data, list):
                 raise DataError(
