@@ -12,7 +12,6 @@ from realjudge.methods import (
     RealLossConfig,
     entropy_bonus,
     entropy_from_logits,
-    gold_log_prob,
     grpo_loss,
     kl_penalty,
     masked_aggregate,
@@ -106,17 +105,6 @@ def test_tract_loss_is_ce_plus_lambda_regression() -> None:
     assert parts["ce"] == pytest.approx(ce)
     assert parts["regression"] == pytest.approx(4.0)
     assert loss.item() == pytest.approx(ce + 2.0)
-
-
-def test_gold_log_prob_rounding() -> None:
-    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.0]]).expand(5, 5)
-    gold = torch.tensor([4.33, 4.5, 1.0, 0.0, 2.5])  # -> scores 4, 5, 1, 1 (clamped), 3
-    out = gold_log_prob(probs, gold, SCORES)
-    assert out[0].item() == pytest.approx(math.log(0.4))
-    assert out[1].item() == pytest.approx(math.log(1e-12))  # p = 0: floored, finite
-    assert out[2].item() == pytest.approx(math.log(0.1))
-    assert out[3].item() == pytest.approx(math.log(0.1))
-    assert out[4].item() == pytest.approx(math.log(0.3))
 
 
 # ---------------------------------------------------------------- policy gradient pieces
@@ -257,6 +245,42 @@ def test_real_loss_authors_defaults_hand_computed() -> None:
     loss2, m2 = real_loss(lp, mask, probs, SCORES, gold, 2, cfg)
     assert m2["refine_loss"] == pytest.approx(refine, rel=1e-5)
     assert loss2.item() == pytest.approx(pg + 0.01 * refine, rel=1e-5)
+
+
+def test_real_loss_nll_refinement_keeps_its_gradient_where_p_gold_underflows() -> None:
+    # the gold score's logit is 40 below the others: p(gold) ~ 4e-18 is under the 1e-12 floor
+    logits = torch.tensor([[-40.0, 0.0, 0.0, 0.0, 0.0]] * 2, requires_grad=True)
+    gold = torch.tensor([1.0, 1.0])
+    lp, mask = torch.zeros(2, 1), torch.ones(2, 1)
+    cfg = RealLossConfig(beta=1.0, refine_terms="nll")
+    probs = torch.softmax(logits, -1)
+    floored, _ = real_loss(lp, mask, probs, SCORES, gold, 2, cfg)
+    (g_floor,) = torch.autograd.grad(floored, logits)
+    assert g_floor.abs().max() == 0  # the floored log has no gradient: the row cannot learn
+    probs = torch.softmax(logits, -1)
+    loss, m = real_loss(
+        lp, mask, probs, SCORES, gold, 2, cfg, score_log_probs=torch.log_softmax(logits, -1)
+    )
+    (grad,) = torch.autograd.grad(loss, logits)
+    # d(-log softmax_0)/d logit_0 = p_0 - 1 ~ -1 (mean over the 2 rows: -1/2)
+    assert grad[:, 0].tolist() == pytest.approx([-0.5, -0.5])
+    assert m["nll_gold"] == pytest.approx(40 + math.log(4), rel=1e-6)
+    # rounding of the gold: 4.33 -> 4, 4.5 -> 5 (ties up), 0.0 -> 1 (clamped)
+    logp = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4, 1e-30]])).expand(3, 5)
+    cfg = RealLossConfig(beta=1.0, refine_terms="nll", normalize_std=False)
+    _, m = real_loss(
+        torch.zeros(3, 1),
+        torch.ones(3, 1),
+        logp.exp(),
+        SCORES,
+        torch.tensor([4.33, 4.5, 0.0]),
+        1,
+        cfg,
+        score_log_probs=logp,
+    )
+    assert m["nll_gold"] == pytest.approx(-(math.log(0.4) + math.log(1e-30) + math.log(0.1)) / 3)
+    with pytest.raises(ValueError, match="score_log_probs"):
+        real_loss(lp, mask, probs, SCORES, gold, 2, cfg, score_log_probs=logp[:2, :3])
 
 
 def test_real_loss_unclipped_loo_hand_computed() -> None:

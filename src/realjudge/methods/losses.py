@@ -32,6 +32,7 @@ from typing import Literal
 import torch
 
 from realjudge.methods.advantages import (
+    at_gold_score,
     binary_reward,
     clip_advantages,
     group_mean_advantages,
@@ -279,20 +280,6 @@ def tract_loss(
     return loss, {"ce": ce.item(), "regression": reg.item(), "loss": loss.item()}
 
 
-def gold_log_prob(
-    probs: torch.Tensor, gold: torch.Tensor, scores: torch.Tensor, min_prob: float = 1e-12
-) -> torch.Tensor:
-    """``log p(round(gold) | x, c)``: ``[B, K], [B] -> [B]``.
-
-    Gold is mapped to a score by :func:`~realjudge.methods.advantages.gold_to_score_index`:
-    clamped to the scale, then rounded to the nearest score with ties going up (annotator mean
-    ``4.33 -> 4``, ``4.5 -> 5``, ``6.0 -> 5``). The probability is clamped below at
-    ``min_prob`` before the log (so a zero probability gives ``log(min_prob)``, not ``-inf``; no
-    gradient flows through a clamped entry).
-    """
-    return probability_reward(probs, gold, scores).clamp_min(min_prob).log()
-
-
 # --------------------------------------------------------------------------------------------
 # Policy-gradient pieces
 # --------------------------------------------------------------------------------------------
@@ -407,7 +394,9 @@ class RealLossConfig:
         kl_coef, kl_kind: KL(pi || pi_ref) penalty weight and estimator (needs ``ref_logprobs``).
         entropy_coef: entropy bonus weight (needs ``entropies``).
         std_eps: epsilon added to the group std (the trainer's ``REALConfig.std_eps``).
-        min_prob: floor on ``p(y|x,c)`` before the log of the ``nll`` refinement.
+        min_prob: floor on ``p(y|x,c)`` before the log of the ``nll`` refinement, used only
+            when :func:`real_loss` is not given ``score_log_probs`` (the floor stops the
+            gradient of a row whose probability is below it; the log-probs do not).
     """
 
     baseline: Literal["loo", "mean"] = "loo"
@@ -581,6 +570,7 @@ def real_loss(
     ref_logprobs: torch.Tensor | None = None,
     entropies: torch.Tensor | None = None,
     normalizer: Normalizer | None = None,
+    score_log_probs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """REAL surrogate loss for ``N = B * G`` rollouts (``G`` per prompt, group-major).
 
@@ -622,6 +612,10 @@ def real_loss(
         entropies: ``[N, T]`` per-token entropies (with grad), needed if ``entropy_coef != 0``.
         normalizer: global counts' shares (:class:`Normalizer`): tokens or sequences for the
             PG/KL/entropy terms per ``pg_agg``, sequences for the refinement term.
+        score_log_probs: ``[N, K]`` the log of ``score_probs`` from a log-softmax of the same
+            logits (:func:`realjudge.scoring.rail.score_log_probs`), for the ``-log p(y|x,c)``
+            refinement: finite with a gradient where ``p`` underflows. ``None`` takes the log
+            of ``score_probs`` floored at ``cfg.min_prob`` (no gradient below the floor).
 
     Returns:
         ``(loss, metrics)``; metrics are detached Python floats. The reward metrics
@@ -640,7 +634,6 @@ def real_loss(
     probs = score_probs.float()
     gold = gold.to(device=probs.device, dtype=torch.float32)
     y_hat = expected_score(probs, scores)  # [N], with grad
-    p_gold = probability_reward(probs, gold, scores)  # [N], with grad
 
     # ---- advantages (no grad): given (fixed per rollout batch), or from this pass ----
     if advantages is None:
@@ -664,7 +657,14 @@ def real_loss(
 
     # ---- (2) prediction refinement: gradient through the score distribution ----
     sq = (y_hat - gold) ** 2
-    nll = -p_gold.clamp_min(cfg.min_prob).log()
+    if score_log_probs is not None:
+        if score_log_probs.shape != (n, k):
+            raise ValueError(
+                f"score_log_probs must be [{n}, {k}], got {tuple(score_log_probs.shape)}"
+            )
+        nll = -at_gold_score(score_log_probs.float(), gold, scores)
+    else:
+        nll = -probability_reward(probs, gold, scores).clamp_min(cfg.min_prob).log()
     if cfg.refine_terms == "sq":
         refine_per = sq
     elif cfg.refine_terms == "nll":

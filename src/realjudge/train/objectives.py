@@ -128,13 +128,17 @@ def read_scores(
     return probs, leaked, y_hat
 
 
-def read_gold_logprob(ctx: Context, score_logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
-    """``[N]`` ``log p(round(y))`` of the same distribution as :func:`read_scores`, from a
-    log-softmax (differentiable where the probability underflows)."""
-    logp = rail.score_log_probs(
+def read_score_log_probs(ctx: Context, score_logits: torch.Tensor) -> torch.Tensor:
+    """``[N, K]`` log of :func:`read_scores`' probabilities, from a log-softmax
+    (differentiable where the probability underflows)."""
+    return rail.score_log_probs(
         score_logits, ctx.score_ids.to(score_logits.device), normalize=ctx.cfg.rail_normalize
     )
-    return at_gold_score(logp, gold, ctx.scores)
+
+
+def read_gold_logprob(ctx: Context, score_logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """``[N]`` ``log p(round(y))`` of the same distribution as :func:`read_scores`."""
+    return at_gold_score(read_score_log_probs(ctx, score_logits), gold, ctx.scores)
 
 
 def score_metrics(

@@ -72,6 +72,7 @@ from realjudge.train.objectives import (
     forward_examples,
     gold_tensor,
     mean_metrics,
+    read_score_log_probs,
     read_scores,
     score_metrics,
     unit_counts,
@@ -500,6 +501,7 @@ class REALObjective(_RLObjective):
             ref_logprobs=ref,
             entropies=fwd.token_entropy,
             normalizer=norm,
+            score_log_probs=read_score_log_probs(ctx, fwd.score_logits),
         )
         metrics.update(adv_metrics)
         metrics["leaked_mass"] = leaked.detach().float().mean().item()
