@@ -165,3 +165,22 @@ def test_raft_lambda_p_defaults_to_raft_as_published():
         build_config("raft", overrides={"raft_lambda_p": -1})
     with pytest.raises(ConfigError, match="raft_lambda_p"):
         build_config("tract", overrides={"raft_lambda_p": 0.5})  # RAFT's knob only
+
+
+def test_rl_methods_run_without_dropout_supervised_ones_keep_lora_dropout():
+    """The RL update passes must score the policy that sampled (eval mode, no dropout): with
+    ``disable_dropout`` (the RL default) every dropout layer, LoRA's included, has p = 0."""
+    import torch
+
+    from realjudge.train.trainer import build_model
+
+    def dropout_ps(method: str, **over: object) -> set[float]:
+        cfg = build_config(method, overrides={"model": "tiny", "lora": True, **over})
+        model, _ = build_model(cfg)
+        return {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+
+    assert dropout_ps("sft") == {0.05}  # lora_dropout, as configured
+    assert dropout_ps("real") == {0}
+    assert dropout_ps("grpo") == {0}
+    assert dropout_ps("real", disable_dropout=False) == {0.05}
+    assert build_config("real").disable_dropout is True

@@ -308,7 +308,9 @@ RESTART_KEYS = ("resume", "overwrite", "save_steps", "save_final", "save_total_l
 #: Config keys added after finished runs were recorded, each with the value at which the
 #: code computes what it computed before the key existed. At that value a key is left out of
 #: the fingerprints, so the records written before it still match.
-ADDED_KEYS: dict[str, Any] = {"raft_lambda_p": 0.0}
+#: (``disable_dropout: True`` computes as before for a run without LoRA on a model without
+#: dropout: every preset's RL runs.)
+ADDED_KEYS: dict[str, Any] = {"raft_lambda_p": 0.0, "disable_dropout": True}
 
 
 def train_fingerprint(config: dict[str, Any], root: Path) -> Any:

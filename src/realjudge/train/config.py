@@ -360,6 +360,12 @@ class RolloutConfig(TrainConfig):
             gradients summed by autograd) instead of once per rollout: the same numbers up to
             float rounding, fewer tokens through the model. Off by itself under gradient
             checkpointing, DeepSpeed ZeRO-3 and FSDP.
+        disable_dropout: set the probability of every dropout layer (the model's and LoRA's
+            ``lora_dropout``) to 0 for the whole run (TRL's ``disable_dropout``). The rollouts,
+            their rewards and the sampling log-probs are computed in eval mode (no dropout);
+            with dropout on, the update passes would score a different, randomly thinned
+            policy: the PPO ratio starts away from 1 and REAL's refinement gradient is noisy.
+            Default ``True``; it changes nothing for a model without dropout and without LoRA.
     """
 
     num_generations: int = 8
@@ -380,6 +386,7 @@ class RolloutConfig(TrainConfig):
     vllm_server_timeout: float = 240.0
     vllm_gpu_memory_utilization: float = 0.3
     share_prompt_forward: bool = True
+    disable_dropout: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -201,7 +201,8 @@ def freeze_lower_layers(model: Any, n: int) -> int:
 
 
 def prepare_for_training(model: Any, cfg: Any) -> Any:
-    """Partial freezing or LoRA (if asked), gradient checkpointing, train mode."""
+    """Partial freezing or LoRA (if asked), gradient checkpointing, dropout off (if asked),
+    train mode."""
     if cfg.freeze_layers:
         if cfg.lora:
             raise ValueError("freeze_layers and lora are alternatives: set one of them")
@@ -211,6 +212,10 @@ def prepare_for_training(model: Any, cfg: Any) -> Any:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora:
         model = apply_lora(model, cfg)
+    if getattr(cfg, "disable_dropout", False):  # the RL methods' knob (RolloutConfig)
+        from trl.trainer.utils import disable_dropout_in_model
+
+        disable_dropout_in_model(model)  # every nn.Dropout's p = 0, LoRA's included
     model.train()
     return model
 
