@@ -508,8 +508,9 @@ def real_advantages(
     ``lambda_p`` part is skipped when it is 0.
 
     The rewards are those of the policy that sampled the rollouts: compute the advantages once
-    per rollout batch, from the score distribution of the first forward pass over it, and keep
-    them fixed over the update passes (as the authors' code does, whose rewards are computed
+    per rollout batch, before any update, from the score distributions the sampling policy
+    gave (the trainer reads them from the generation pass), and keep them fixed over the
+    update passes (as the authors' code does, whose rewards are computed
     before its update passes). :func:`real_loss` takes them through ``advantages=``.
 
     Args:

@@ -432,7 +432,10 @@ class GRPOConfig(RolloutConfig):
 class REALConfig(RolloutConfig):
     """REAL: ``loss = PG(A, CoT tokens) + beta * refine`` (see
     :func:`realjudge.methods.real_loss`). The CoT log-probs and the score distribution come from
-    one forward pass over prompt + rollout. Defaults are the authors' (quick-run G = 8).
+    one forward pass over prompt + rollout. The REAL knobs below, ``top_p`` and ``ppo_epochs``
+    default to the authors' values (``num_generations`` 8, their quick run); the settings shared
+    with the other methods (batch and mini-batch sizes, learning rate, lengths, raw RAIL) keep
+    this project's defaults: ``--preset authors`` sets all of theirs.
 
     Attributes:
         baseline: ``loo`` (leave-one-out) or ``mean`` (group mean).
@@ -445,13 +448,12 @@ class REALConfig(RolloutConfig):
         beta: weight of the refinement term (authors: 0.0 fast, 0.01 best).
         refine_terms: ``sq``, ``nll`` or ``both`` (``(y_hat - y)^2 + lambda_p * -log p(y)``).
 
-    Advantages are computed once per rollout (:func:`realjudge.methods.real_advantages`), from
-    the score distribution of the first forward pass over its group -- the sampling-policy
-    forward when ``clip_eps`` asks for one, else the first update pass's own forward, before its
-    backward, so no forward pass is added -- and kept fixed over the ``ppo_epochs`` passes and
-    mini-batches, as in the authors' code (rewards computed before the update passes). With
-    ``mini_batch_size < batch_size`` and no ``clip_eps``, a group of a later mini-batch gets its
-    advantages from the weights after the first pass's earlier updates. The refinement term
+    Advantages are those of the sampling policy: computed once per step, before any update,
+    by :func:`realjudge.methods.real_advantages` from each rollout's score distribution after
+    its cue as the generation pass computed it (a small no-grad forward, or the ``clip_eps``
+    forward, for the rows whose generation never saw the canonical cue), and kept fixed over
+    the ``ppo_epochs`` passes and every mini-batch, as in the authors' code (rewards computed
+    before the update passes); they do not depend on ``mini_batch_size``. The refinement term
     always uses the current model's distribution, from the forward that scores the CoT tokens.
     """
 

@@ -83,7 +83,8 @@ from realjudge.train.objectives import (
 class PromptGroup:
     """One prompt and its ``G`` rollouts; ``old``/``ref``: per-rollout token log-probs of the
     sampling / reference policy over each row's response (when needed); ``advantages``: REAL's
-    ``[G]`` advantages, set by the first forward pass over the group and then kept."""
+    ``[G]`` advantages, set once per step by ``prepare`` (the sampling policy's; or, for a group
+    built by hand, by the first loss over it) and then kept."""
 
     prompt_ids: list[int]
     gold: float
