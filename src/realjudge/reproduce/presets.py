@@ -257,7 +257,7 @@ def _continued_grpo_real(start: str, method: str, *, cot: bool = True) -> list[R
     """The three runs that share the warm start ``start`` in the 40-step presets: ``start+``
     (``method`` continued, no warm-up, on as many training prompts as an RL run -- the
     control for "more training"), then GRPO and REAL with identical rollout settings
-    (:data:`_RL_40`, 40 steps; REAL's KL beta 0.01)."""
+    (:data:`_RL_40`, 40 steps; REAL's refinement weight beta 0.01)."""
     rl, rl_steps = _RL_40, 40
     more = rl_steps * rl["batch_size"] // _SUP_8["batch_size"]  # 40 steps x 2 prompts
     return [
