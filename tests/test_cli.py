@@ -211,3 +211,24 @@ def test_score_refuses_an_empty_file_and_a_directory(tmp_path, capsys):
         err = capsys.readouterr().err
         assert str(path) in err and words in err
     assert not (tmp_path / "o").exists()
+
+
+def test_score_refuses_its_input_or_a_directory_as_output_before_the_model(
+    tmp_path, capsys, monkeypatch
+):
+    import realjudge.evaluate.run as run
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(run, "load_judge", no_model)
+    data = _records_file(tmp_path / "in.jsonl", n=2)
+    before = data.read_bytes()
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    for output, words in ((str(data), "is the input file"), (str(folder), "is a directory")):
+        argv = ["score", "--model", "tiny", "--input", str(data), "--output", output, "--quiet"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("realjudge score: error:") and words in err and output in err
+    assert data.read_bytes() == before and not any(folder.iterdir())

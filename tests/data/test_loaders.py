@@ -561,3 +561,79 @@ def test_a_1mb_row_is_read_whole(tmp_path):
     res = load_records(str(path))
     assert [r.id for r in res.records] == ["r0", "big", "r2"]
     assert res.records[1].response == big and len(big) > 1_000_000
+
+
+def test_cr_only_line_ends_are_line_ends(tmp_path):
+    lines = record_lines(4)
+    lines[2] = b'{"id": "r2", "instruction": "caf\xe9", "response": "a"}'
+    path = tmp_path / "mac.jsonl"
+    path.write_bytes(b"\r".join(lines) + b"\r")
+    res = load_records(str(path), skip_bad=True)
+    assert [r.id for r in res.records] == ["r0", "r1", "r3"]
+    assert res.record_rows == [1, 2, 4] and res.row_kind == "line"
+    (bad,) = res.bad_rows
+    assert bad.row == 3 and bad.field == "instruction"
+    assert f"byte offset {path.read_bytes().index(bytes([0xE9]))}" in bad.message
+    # the three line ends mixed, a blank CR-only line counted as a line
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(lines[0] + b"\r\n" + lines[1] + b"\r\r" + lines[3] + b"\n")
+    res = load_records(str(mixed))
+    assert [r.id for r in res.records] == ["r0", "r1", "r3"] and res.record_rows == [1, 2, 4]
+
+
+def test_line_ends_split_across_read_chunks():
+    import io
+
+    from realjudge.data.loaders import _iter_lines
+
+    data = b"ab\r\ncd\ref\n\r\rg\r"
+    for size in range(1, len(data) + 1):
+        got = list(_iter_lines(io.BytesIO(data), chunk_size=size))
+        assert got == [b"ab\r\n", b"cd\r", b"ef\n", b"\r", b"\r", b"g\r"], size
+
+
+def test_corrupt_parquet_names_the_file_and_keeps_the_readable_row_groups(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = [
+        {"id": f"r{i}", "instruction": f"question-{i:04d}", "response": "a", "gold": 3.0}
+        for i in range(30)
+    ]
+    path = tmp_path / "corrupt.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(rows),
+        path,
+        row_group_size=10,
+        compression="none",
+        use_dictionary=False,
+    )
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"question-0012")  # a value of row group 1, stored PLAIN: length, bytes
+    raw[at - 4 : at] = b"\xff\xff\xff\x7f"  # a length far past the page's end
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError) as e:
+        load_records(str(path))
+    msg = str(e.value)
+    assert str(path) in msg and "row index 10 (0-based)" in msg and "row group 1" in msg
+    res = load_records(str(path), skip_bad=True)
+    assert [r.id for r in res.records] == [f"r{i}" for i in (*range(10), *range(20, 30))]
+    assert [b.row for b in res.bad_rows] == list(range(10, 20))
+    assert all(b.row_kind == "index" and "corrupt" in b.message for b in res.bad_rows)
+
+
+def test_records_gold_given_as_score_is_read(tmp_path):
+    path = write_lines(
+        tmp_path / "score.jsonl",
+        [
+            json.dumps({"id": "a", "instruction": "q", "response": "r", "gold": 4}),
+            json.dumps({"id": "b", "instruction": "q", "response": "r", "score": 2}),
+            json.dumps({"id": "c", "instruction": "q", "response": "r", "score": "3"}),
+            json.dumps({"id": "d", "instruction": "q", "response": "r", "score": 7}),
+            json.dumps({"id": "e", "instruction": "q", "response": "r", "gold": 5, "score": 1}),
+        ],
+    )
+    res = load_records(str(path), skip_bad=True)
+    assert res.format == FORMAT_RECORDS
+    assert {r.id: r.gold for r in res.records} == {"a": 4.0, "b": 2.0, "c": 3.0, "e": 5.0}
+    (bad,) = res.bad_rows
+    assert bad.row == 4 and bad.field == "score" and "outside the scale" in bad.message

@@ -324,3 +324,12 @@ def test_check_accuracy_counts_only_rows_it_can_judge():
     garbage = check_accuracy([_row(0, 3.0, 3.0, feedback="")], {"r0": TRUTH}, n_boot=10)
     assert garbage["n_parsable"] == 0 and garbage["accuracy"] == 0.0
     assert garbage["accuracy_of_read"] is None
+
+
+def test_leaked_mass_rounding_below_zero_is_reported_as_zero():
+    from realjudge.evaluate.run import format_summary
+
+    rows = [_row(0, 1.0, 1.2, leaked_mass=-1e-7), _row(1, 2.0, 2.1, leaked_mass=-3e-8)]
+    s = summarize_predictions(rows, n_boot=10)
+    assert s["mean_leaked_mass"] == 0.0
+    assert "leaked mass 0.000" in format_summary(s)

@@ -205,3 +205,81 @@ def test_eval_config_holds_a_judge_config():
         EvalConfig(cots=True)
     with pytest.raises(ValueError, match="samples"):
         EvalConfig(samples=0)
+
+
+# --- the metrics' scale, the output path --------------------------------------------------------
+
+
+def test_metrics_scale_comes_from_the_scored_rows_only(tmp_path):
+    """A row whose scale the tokenizer cannot write fails (status error); its scale must not
+    become the scale of the metrics, which would clamp every prediction into it."""
+    data = write_jsonl(tmp_path / "data.jsonl", n=4)
+    odd = {"id": "odd", "instruction": "q", "response": "r", "scale": [0, 100], "gold": 50}
+    with data.open("a") as f:
+        f.write(json.dumps(odd) + "\n")
+    out = tmp_path / "run"
+    metrics = run_eval(EvalConfig(model="tiny", data=str(data), out=str(out), n_boot=10))
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert rows[4]["id"] == "odd" and rows[4]["status"].startswith("error")
+    assert metrics["scale"] == [1, 5] and metrics["n"] == 4
+    assert len(metrics["confusion"]["scores"]) == 5
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["metrics"]["scale"] == [1, 5] and saved["config"]["scale"] == [1, 5]
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model was loaded before the output path was checked")
+
+
+def test_score_file_refuses_to_write_over_its_input(tmp_path, monkeypatch):
+    import realjudge.evaluate.run as run
+
+    monkeypatch.setattr(run, "load_judge", _no_model)
+    data = write_jsonl(tmp_path / "data.jsonl", n=3)
+    before = data.read_bytes()
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "link.jsonl"
+    link.hardlink_to(data)
+    for output in (data, tmp_path / "sub" / ".." / "data.jsonl", link):
+        with pytest.raises(ValueError, match="is the input file"):
+            score_file("tiny", data, output)
+    assert data.read_bytes() == before
+
+
+def test_score_and_eval_check_the_output_path_before_loading_the_model(tmp_path, monkeypatch):
+    import realjudge.evaluate.run as run
+
+    monkeypatch.setattr(run, "load_judge", _no_model)
+    data = write_jsonl(tmp_path / "data.jsonl", n=3)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        score_file("tiny", data, folder)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        score_file("tiny", data, a_file / "out.jsonl")
+    with pytest.raises(ValueError, match="is a file"):
+        run_eval(EvalConfig(model="tiny", data=str(data), out=str(a_file)))
+    (folder / "predictions.jsonl").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        run_eval(EvalConfig(model="tiny", data=str(data), out=str(folder)))
+    (tmp_path / "old").mkdir()
+    preds = write_jsonl(tmp_path / "old" / "predictions.jsonl", n=3)  # eval reading its own
+    with pytest.raises(ValueError, match="is the input file"):
+        run_eval(EvalConfig(model="tiny", data=str(preds), out=str(preds.parent)))
+    assert a_file.read_text() == "x"
+
+
+def test_leaked_mass_below_zero_is_written_as_zero(tmp_path, tiny_model, tokenizer):
+    data = write_jsonl(tmp_path / "data.jsonl", n=2)
+    judge = Judge(tiny_model, tokenizer, JudgeConfig(progress=False, backend="transformers"))
+    real_predict = judge.predict
+
+    def predict(records):
+        for row in real_predict(records):
+            yield {**row, "leaked_mass": -1e-7}
+
+    judge.predict = predict  # type: ignore[method-assign]
+    score_file(judge, data, tmp_path / "out.jsonl")
+    assert [r["leaked_mass"] for r in read_jsonl(tmp_path / "out.jsonl")] == [0.0, 0.0]

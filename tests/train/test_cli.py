@@ -205,3 +205,30 @@ def test_train_help_says_how_to_list_keys_and_which_presets_it_takes(capsys):
         "paper-qwen3-8b." in helps["reproduce"]
     )
     assert "'realjudge train --preset', which takes method presets" in helps["reproduce"]
+
+
+def test_train_names_every_unusable_row_before_loading_the_model(tmp_path, capsys):
+    import json
+
+    rows = [
+        {"id": f"r{i}", "instruction": "q", "response": "a", "gold": 3, "reference_feedback": "ok"}
+        for i in range(40)
+    ]
+    rows[2]["gold"] = None
+    for i in (30, 31, 37):
+        del rows[i]["reference_feedback"]  # late rows: SFT used to stop mid-run on them
+    data = tmp_path / "late.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    argv = ["train", "--method", "sft", "--model", "tiny", "--data", str(data)]
+    rc = cli_main([*argv, "--out", str(out), "--max-steps", "30", "report_to=none", "device=cpu"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "4 bad rows" in err
+    assert f"{data}, line 3 (1-based), field 'gold'" in err
+    assert f"{data}, lines 31-32, 38 (1-based), field 'reference_feedback'" in err
+    assert not out.exists()  # refused before any work
+    # RAFT does not train on the feedback: only the row without a gold is in its way
+    assert cli_main(["train", "--method", "raft", *argv[3:], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "1 bad row " in err and "reference_feedback" not in err

@@ -70,3 +70,53 @@ def test_missing_feedback_is_an_error(tokenizer, record):
     record.reference_feedback = None
     with pytest.raises(ValueError, match="reference_feedback"):
         Encoder(tokenizer, vocab, "result", 512, 64).target(record)
+
+
+def test_needed_fields_follow_the_method():
+    from realjudge.train.examples import needed_fields
+
+    assert needed_fields("sft") == ("gold", "reference_feedback")
+    assert needed_fields("tract", 1) == ("gold", "reference_feedback")
+    for method, stage in (("tract", 2), ("raft", 1), ("grpo", 1), ("real", 1)):
+        assert needed_fields(method, stage) == ("gold",)
+
+
+def test_training_bad_rows_name_every_row_and_field(tmp_path):
+    import json
+
+    from realjudge.data.loaders import load_records
+    from realjudge.train.examples import format_bad_rows, training_bad_rows
+
+    def row(i, **kw):
+        base = {"id": f"r{i}", "instruction": "q", "response": "a", "gold": 3}
+        base["reference_feedback"] = "fine"
+        return json.dumps({**base, **kw})
+
+    lines = [
+        row(0),
+        row(1, gold=None),
+        row(2, reference_feedback=None),
+        row(3, reference_feedback=None),
+        "{broken",
+        row(5, scale=[1, 10]),
+        row(6),
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    loaded = load_records(str(path), skip_bad=True)
+    bad = training_bad_rows(loaded, ("gold", "reference_feedback"), "sft")
+    assert [(b.row, b.field) for b in bad] == [
+        (2, "gold"),
+        (3, "reference_feedback"),
+        (4, "reference_feedback"),
+        (5, "<row>"),
+        (6, "scale"),
+    ]
+    text = format_bad_rows(bad, f"training data {path}")
+    assert text.startswith(f"training data {path}: 5 bad rows")
+    assert f"{path}, lines 3-4 (1-based), field 'reference_feedback'" in text
+    assert f"{path}, line 2 (1-based), field 'gold'" in text and "'sft'" in text
+    assert f"{path}, line 6 (1-based), field 'scale'" in text
+    # RAFT does not read the feedback
+    raft = training_bad_rows(loaded, ("gold",), "raft")
+    assert [b.row for b in raft] == [2, 5, 6]

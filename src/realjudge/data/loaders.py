@@ -9,7 +9,8 @@
   - ``prometheus-benchmark``: the Prometheus benchmark files (Vicuna Bench, FLASK, MT Bench):
     ``instruction`` is an already rendered judge prompt, ``gpt4_score`` the annotator scores;
   - ``feedback-collection``: Feedback-Collection / Feedback-Bench rows (``orig_*`` parts);
-  - ``records``: our own JSONL (:meth:`JudgeRecord.to_dict`), see :func:`write_jsonl`;
+  - ``records``: our own JSONL (:meth:`JudgeRecord.to_dict`), see :func:`write_jsonl`; the
+    gold may also be given as ``score`` (read when ``gold`` is absent or null);
 
 * a Hugging Face hub id (``owner/name`` that is not a local path), read with
   ``datasets.load_dataset`` and parsed by the same row parsers.
@@ -17,8 +18,8 @@
 Every malformed row is reported with its file, row and field: :class:`DataError` on the first
 one, or -- with ``skip_bad=True`` -- skipped and listed in :attr:`LoadResult.bad_rows`. JSON and
 JSONL files are read as bytes: a row with an invalid UTF-8 byte is a bad row like any other,
-named with the byte's offset in the file, and the rows around it are kept; a UTF-8 BOM and CRLF
-line ends are accepted.
+named with the byte's offset in the file, and the rows around it are kept; a UTF-8 BOM is
+accepted, and ``\\n``, ``\\r\\n`` and a lone ``\\r`` all end a line.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from realjudge.data.records import JudgeRecord, Rubric
 
@@ -70,9 +71,7 @@ class BadRow:
 
     @property
     def location(self) -> str:
-        if self.row_kind == LINE:
-            return f"{self.source}, line {self.row} (1-based)"
-        return f"{self.source}, row index {self.row} (0-based)"
+        return row_location(self.source, [self.row], self.row_kind)
 
     def __str__(self) -> str:
         return f"{self.location}, field {self.field!r}: {self.message}"
@@ -84,7 +83,8 @@ class LoadResult:
 
     ``record_rows[i]`` is the row (same numbering as :attr:`BadRow.row`) that ``records[i]``
     came from, so records and bad rows can be put back in input order
-    (:func:`realjudge.evaluate.run.in_input_order`).
+    (:func:`realjudge.evaluate.run.in_input_order`); ``row_kind`` says how those rows are
+    counted (:attr:`BadRow.row_kind`), so a record can be named by :func:`row_location`.
     """
 
     records: list[JudgeRecord]
@@ -92,6 +92,7 @@ class LoadResult:
     source: str = ""
     format: str = ""
     record_rows: list[int] = field(default_factory=list)
+    row_kind: str = INDEX
 
     def __len__(self) -> int:
         return len(self.records)
@@ -101,6 +102,28 @@ class LoadResult:
         if self.bad_rows:
             text += f", {len(self.bad_rows)} bad rows skipped"
         return text
+
+
+def row_location(source: str, rows: Sequence[int], row_kind: str, max_ranges: int = 100) -> str:
+    """``source, line 3 (1-based)`` -- or, for several rows, ``source, lines 3, 5-7 (1-based)``
+    (``row index`` / ``row indices`` for :data:`INDEX` rows), the rows sorted and runs of
+    consecutive rows joined; past ``max_ranges`` runs the rest are counted, not listed."""
+    rows = sorted(set(rows))
+    runs: list[tuple[int, int]] = []
+    for r in rows:
+        if runs and r == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], r)
+        else:
+            runs.append((r, r))
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:max_ranges])
+    if len(runs) > max_ranges:
+        rest = sum(b - a + 1 for a, b in runs[max_ranges:])
+        text += f" and {rest} more"
+    if row_kind == LINE:
+        noun, base = ("line" if len(rows) == 1 else "lines"), "1-based"
+    else:
+        noun, base = ("row index" if len(rows) == 1 else "row indices"), "0-based"
+    return f"{source}, {noun} {text} ({base})"
 
 
 class _RowError(Exception):
@@ -321,8 +344,9 @@ def _iter_json_or_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
     """Yield ``(row, row_kind, value)``; a row that cannot be decoded (JSON syntax, invalid
     UTF-8 bytes) is yielded as a :class:`_BadJson` at its place, so the other rows survive.
 
-    Bytes are read as they are: a UTF-8 BOM is skipped, CRLF line ends are accepted, and an
-    invalid UTF-8 byte is reported with its byte offset in the file (0-based, BOM included).
+    Bytes are read as they are: a UTF-8 BOM is skipped, LF, CRLF and CR-only line ends are
+    accepted, and an invalid UTF-8 byte is reported with its byte offset in the file (0-based,
+    BOM included).
     """
     with path.open("rb") as f:
         head = f.read(4096)
@@ -362,13 +386,38 @@ def _iter_json_or_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
             return
     with path.open("rb") as f:
         offset = 0
-        for lineno, raw_line in enumerate(f, start=1):
+        for lineno, raw_line in enumerate(_iter_lines(f), start=1):
             start, offset = offset, offset + len(raw_line)
             if lineno == 1 and skip:
                 raw_line, start = raw_line[skip:], start + skip
             if not raw_line.strip():
                 continue
             yield lineno, LINE, _decode_line(raw_line, start)
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_CHUNK = 1 << 20
+
+
+def _iter_lines(f: BinaryIO, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+    """The lines of the binary file ``f``, each with its line end: ``\\n``, ``\\r\\n`` and a
+    lone ``\\r`` (old Mac files) all end a line, as in Python's universal newlines, so line
+    numbers match what an editor shows. The lines put together are the file's bytes."""
+    buf = bytearray()  # grows in place: a line of many chunks is not copied once per chunk
+    scan = 0  # buf[:scan] holds no line end, except a trailing "\r" (maybe half of "\r\n")
+    while chunk := f.read(chunk_size):
+        buf += chunk
+        start = 0
+        for m in _LINE_END.finditer(buf, scan):
+            if m.end() == len(buf) and m.group() == b"\r":
+                break  # wait for the next chunk: it may start with the "\n" of "\r\n"
+            yield bytes(buf[start : m.end()])
+            start = m.end()
+        if start:
+            del buf[:start]
+        scan = max(0, len(buf) - 1)
+    if buf:
+        yield bytes(buf)
 
 
 def _decode_line(raw: bytes, start: int) -> Any:
@@ -452,11 +501,25 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, str, Any]]:
         raise DataError(f"{path} is not a readable parquet file: {e}") from e
     if pf.metadata.num_rows == 0:
         raise DataError(f"{path} is empty: the parquet file has no rows")
-    i = 0
-    for batch in pf.iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            yield i, INDEX, row
-            i += 1
+    first = 0  # index of the row group's first row
+    for group in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(group).num_rows
+        i = first
+        try:
+            for batch in pf.iter_batches(batch_size=1024, row_groups=[group]):
+                for row in batch.to_pylist():
+                    yield i, INDEX, row
+                    i += 1
+        except Exception as e:  # a corrupt page: pyarrow's OSError / ArrowInvalid / ...
+            # The rest of the row group cannot be read; each of its rows is a bad row at its
+            # place, and the other row groups are read on.
+            bad = _BadJson(
+                f"unreadable: row group {group} of the parquet file (rows {first}..{first + n - 1}"
+                f", 0-based) is corrupt from row {i} on: {type(e).__name__}: {e}"
+            )
+            for j in range(i, first + n):
+                yield j, INDEX, bad
+        first += n
 
 
 @dataclass(frozen=True)
@@ -480,8 +543,10 @@ def _parse_rows(
     fmt: str | None = None
     seen_ids: set[str] = set()
     n_rows = 0
+    row_kind = INDEX
     for row_no, kind, value in rows:
         n_rows += 1
+        row_kind = kind
         if limit is not None and len(records) >= limit:
             break
         try:
@@ -518,7 +583,12 @@ def _parse_rows(
             f"{source}: no valid rows ({len(bad)} bad); first problem: {bad[0] if bad else '-'}"
         )
     return LoadResult(
-        records=records, bad_rows=bad, source=source, format=fmt or "", record_rows=record_rows
+        records=records,
+        bad_rows=bad,
+        source=source,
+        format=fmt or "",
+        record_rows=record_rows,
+        row_kind=row_kind,
     )
 
 
@@ -623,8 +693,13 @@ def _parse_record_row(row: dict[str, Any], default_id: str) -> JudgeRecord:
     ):
         raise _RowError("scale", f"expected [lo, hi] integers with lo < hi, got {scale_raw!r}")
     scale = (scale_raw[0], scale_raw[1])
-    if row.get("gold") is not None:
-        _as_score(row["gold"], "gold", scale)
+    # ``score`` is read as the gold when ``gold`` is absent, as a Prometheus row's ``score``
+    # stands for its ``gpt4_score``: a gold under that name is not silently dropped.
+    gold_field = "gold" if row.get("gold") is not None or row.get("score") is None else "score"
+    if row.get(gold_field) is not None:
+        gold = _as_score(row[gold_field], gold_field, scale)
+        if gold_field != "gold":
+            row = {**row, "gold": gold}
 
     rubric = row.get("rubric")
     if rubric is not None:

@@ -118,7 +118,8 @@ def summarize_predictions(
         and math.isfinite(float(r["gold"]))
     ]
     leaked = [float(r["leaked_mass"]) for r in rows if r.get("leaked_mass") is not None]
-    leaked = [v for v in leaked if math.isfinite(v)]
+    # 1 - sum p in float32 can come out as -1e-7: a mass is clamped into [0, 1]
+    leaked = [min(max(v, 0.0), 1.0) for v in leaked if math.isfinite(v)]
 
     out: dict[str, Any] = {
         "n_total": len(rows),

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -25,6 +27,8 @@ from realjudge.inference.judge import Judge, JudgeConfig, load_judge
 log = logging.getLogger(__name__)
 
 BAD_ROW = "bad_row"
+#: The files :func:`run_eval` writes into its ``out`` directory (see ``write_report``).
+_EVAL_FILES = ("predictions.jsonl", "metrics.json", "report.md", "scatter.png", "confusion.png")
 
 
 @dataclass(init=False)
@@ -152,16 +156,72 @@ def _stream(judge: Judge, loaded: Any, path: Path) -> list[dict]:
     lines = in_input_order(positions, judge.predict(loaded.records), loaded.bad_rows)
     with path.open("w", encoding="utf-8") as f:
         for row in lines:
+            row = _clamp_leaked(row)
             _write_line(f, row)
             rows.append(row)
     return rows
 
 
-def _scale(records: list[Any]) -> tuple[int, int]:
-    scales = {tuple(r.scale) for r in records}
+def _clamp_leaked(row: dict) -> dict:
+    """``row`` with its ``leaked_mass`` (``1 - sum p``, computed in float32) clamped into
+    ``[0, 1]``: rounding makes it ``-1e-7`` at times, which is no probability."""
+    leaked = row.get("leaked_mass")
+    if isinstance(leaked, int | float) and not 0.0 <= leaked <= 1.0 and math.isfinite(leaked):
+        return {**row, "leaked_mass": min(max(float(leaked), 0.0), 1.0)}
+    return row
+
+
+def _scale(records: list[Any], positions: Iterable[int], rows: list[dict]) -> tuple[int, int]:
+    """The score scale the metrics use: that of the records whose row was scored (a status in
+    ``OK_STATUSES``). A record that failed -- say one whose scale the tokenizer cannot write --
+    must not pull the scale (and with it the clamping, rounding and confusion matrix) of the
+    others its way. Records in several scales: the lowest, with a warning."""
+    from realjudge.evaluate.metrics import OK_STATUSES
+
+    scored = {r.get("row") for r in rows if r.get("status") in OK_STATUSES}
+    scales = {tuple(r.scale) for r, pos in zip(records, positions, strict=True) if pos in scored}
     if len(scales) > 1:
-        log.warning("records have several scales %s; metrics use %s", scales, min(scales))
+        log.warning(
+            "scored records have several scales %s; metrics use %s", sorted(scales), min(scales)
+        )
     return min(scales) if scales else (1, 5)  # type: ignore[return-value]
+
+
+def check_output_file(path: str | Path, what: str = "output") -> Path:
+    """Refuse, before any work, an output file that cannot be written: an existing directory,
+    or a path under a file. Missing parent directories are fine (they are created)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(
+            f"{what} {path} is a directory; pass a file path, e.g. {path / 'scores.jsonl'}"
+        )
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {what} {path}: {parent} is not a directory")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise ValueError(f"cannot write {what} {path}: permission denied")
+    return path
+
+
+def _refuse_same_file(data: str | Path, output: Path, what: str) -> None:
+    """Refuse to write ``output`` when it is the input file ``data`` itself: writing it would
+    destroy the input (a symlink or hard link to it included)."""
+    data_path = Path(data).expanduser()
+    if not data_path.is_file():
+        return  # embedded data or a hub id
+    same = output.resolve() == data_path.resolve()
+    if not same and output.exists():
+        try:
+            same = output.samefile(data_path)
+        except OSError:
+            same = False
+    if same:
+        raise ValueError(
+            f"{what} {output} is the input file {data}: writing it would overwrite the input; "
+            "pass another path"
+        )
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -175,7 +235,12 @@ def run_eval(cfg: EvalConfig) -> dict:
     from realjudge.evaluate.metrics import check_accuracy, summarize_predictions
     from realjudge.evaluate.report import write_report
 
-    out = Path(cfg.out) if cfg.out else default_out_dir("eval")
+    out = Path(cfg.out).expanduser() if cfg.out else default_out_dir("eval")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a directory (it is created if missing)")
+    for name in _EVAL_FILES:  # the files written into out, checked before the model loads
+        check_output_file(out / name, "eval output")
+        _refuse_same_file(cfg.data, out / name, "eval output")
     out.mkdir(parents=True, exist_ok=True)
     loaded = load_records(
         cfg.data, cfg.split, limit=cfg.limit, skip_bad=cfg.skip_bad, seed=cfg.seed
@@ -189,7 +254,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     t1 = time.perf_counter()
     rows = _stream(judge, loaded, out / "predictions.jsonl")
     infer_s = time.perf_counter() - t1
-    scale = _scale(loaded.records)
+    positions = loaded.record_rows or list(range(len(loaded.records)))
+    scale = _scale(loaded.records, positions, rows)
     metrics = summarize_predictions(rows, scale=scale, n_boot=cfg.n_boot, seed=cfg.seed)
     # the judge's item-by-item checks, where the records' meta says what is right
     if judge.config.cot:
@@ -254,7 +320,9 @@ def score_file(
     ``status: "bad_row"`` and their row number (``skip_bad=False``: the first one stops the
     run with a :class:`~realjudge.data.loaders.DataError` naming file, row and field, before
     the model is loaded); items that fail at inference get ``status: "error: ..."``. ``model``
-    is a model spec or an already built :class:`~realjudge.inference.judge.Judge`. Returns
+    is a model spec or an already built :class:`~realjudge.inference.judge.Judge`. An
+    ``output`` that is a directory, lies under a file or is ``input`` itself is refused with a
+    ``ValueError`` before anything is read or loaded. Returns
     counts: ``n_rows``, ``n_scored``, ``n_bad_rows``, ``n_errors``, ``status_counts``,
     ``output``, and ``reading`` (the reading mode in words).
     """
@@ -262,6 +330,8 @@ def score_file(
 
     from realjudge.data.loaders import load_records
 
+    output = check_output_file(output, "output file")
+    _refuse_same_file(input, output, "output file")
     loaded = load_records(str(input), split, skip_bad=skip_bad, seed=seed)
     judge = (
         model

@@ -22,6 +22,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from realjudge.data.loaders import (
+    FORMAT_FEEDBACK_COLLECTION,
+    FORMAT_PROMETHEUS,
+    BadRow,
+    LoadResult,
+    row_location,
+)
 from realjudge.data.records import JudgeRecord
 from realjudge.inference.judge import encode_prompt, score_prompt_ids
 from realjudge.scoring.prompts import OutputFormat, get_format, render_prompt, round_score
@@ -147,3 +154,72 @@ def check_records(records: Sequence[JudgeRecord], what: str) -> tuple[int, int]:
     if missing:
         raise ValueError(f"{what}: {len(missing)} records have no gold score (e.g. {missing[0]})")
     return next(iter(scales))  # type: ignore[return-value]
+
+
+def needed_fields(method: str, tract_stage: int = 1) -> tuple[str, ...]:
+    """The record fields training with ``method`` reads besides the prompt: the gold score
+    always; the reference feedback for the methods whose targets are made of it (SFT, and TRACT
+    stage 1 -- stage 2 trains on CoTs it regenerates)."""
+    if method == "sft" or (method == "tract" and tract_stage == 1):
+        return ("gold", "reference_feedback")
+    return ("gold",)
+
+
+#: Where a record field comes from in the file schemas that name it otherwise.
+_SOURCE_FIELD = {
+    FORMAT_FEEDBACK_COLLECTION: {"gold": "orig_score", "reference_feedback": "orig_feedback"},
+    FORMAT_PROMETHEUS: {"gold": "gpt4_score", "reference_feedback": "gpt4_feedback"},
+}
+_WHY = {
+    "gold": "missing field: no gold score",
+    "reference_feedback": "missing field: method {method!r} trains on the reference feedback",
+}
+
+
+def training_bad_rows(
+    loaded: LoadResult, fields: Sequence[str], method: str = "training"
+) -> list[BadRow]:
+    """Every row of ``loaded`` that training cannot use, in row order: the rows the loader
+    rejected, the records lacking one of ``fields`` (named by row and by the field of the
+    file's schema) and the records whose scale differs from the most common one."""
+    bad = list(loaded.bad_rows)
+    rows = loaded.record_rows or list(range(len(loaded.records)))
+    names = _SOURCE_FIELD.get(loaded.format, {})
+    for record, row in zip(loaded.records, rows, strict=True):
+        for name in fields:
+            if getattr(record, name) is None:
+                why = _WHY.get(name, "missing field").format(method=method)
+                bad.append(BadRow(loaded.source, row, names.get(name, name), why, loaded.row_kind))
+    scales: dict[tuple[int, int], int] = {}
+    for record in loaded.records:
+        scales[tuple(record.scale)] = scales.get(tuple(record.scale), 0) + 1  # type: ignore[index]
+    if len(scales) > 1:
+        common = max(scales, key=lambda k: scales[k])  # the first of the most common
+        lo, hi = common
+        for record, row in zip(loaded.records, rows, strict=True):
+            if tuple(record.scale) != common:
+                message = (
+                    f"scale {record.scale[0]}..{record.scale[1]} differs from the {lo}..{hi} of "
+                    f"{scales[common]} other rows; train on one scale"
+                )
+                bad.append(BadRow(loaded.source, row, "scale", message, loaded.row_kind))
+    return sorted(bad, key=lambda b: b.row)
+
+
+def format_bad_rows(bad: Sequence[BadRow], what: str, max_groups: int = 30) -> str:
+    """All of ``bad`` in a few lines: the rows sharing a field and a message on one line (their
+    rows joined into ranges); past ``max_groups`` such lines, the remaining rows by field only."""
+    groups: dict[tuple[str, str, str, str], list[int]] = {}
+    for b in bad:
+        groups.setdefault((b.source, b.row_kind, b.field, b.message), []).append(b.row)
+    n = f"{len(bad)} bad row" + ("" if len(bad) == 1 else "s")
+    lines = [f"{what}: {n} (fix or drop them; nothing was trained):"]
+    items = list(groups.items())
+    for (source, kind, name, message), rows in items[:max_groups]:
+        lines.append(f"  {row_location(source, rows, kind)}, field {name!r}: {message}")
+    rest: dict[tuple[str, str, str], list[int]] = {}
+    for (source, kind, name, _), rows in items[max_groups:]:
+        rest.setdefault((source, kind, name), []).extend(rows)
+    for (source, kind, name), rows in rest.items():
+        lines.append(f"  {row_location(source, rows, kind)}, field {name!r}: bad as well")
+    return "\n".join(lines)

@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from realjudge.data.loaders import load_records
+from realjudge.data.loaders import DataError, load_records
 from realjudge.data.records import JudgeRecord
 from realjudge.methods import Normalizer
 from realjudge.scoring.vocab import ScoreVocab
@@ -61,8 +61,11 @@ from realjudge.train.examples import (
     check_records,
     chunks,
     derive_seed,
+    format_bad_rows,
     global_batch_indices,
+    needed_fields,
     shard,
+    training_bad_rows,
 )
 from realjudge.train.generation import after_optimizer_step
 from realjudge.train.modeling import (
@@ -246,6 +249,7 @@ def set_up(cfg: TrainConfig) -> Run:
     restored from the checkpoint to resume from (if any); the objective's one-off set-up
     (TRACT stage 2: regenerate the CoTs) and the trackers."""
     clock = time.perf_counter()
+    train_records, eval_records, scale = load_data(cfg)  # bad rows refused before any work
     acc = make_accelerator(cfg)
     micro = check_sizes(cfg, acc.num_processes)
     _check_accumulation(acc, cfg)
@@ -260,7 +264,6 @@ def set_up(cfg: TrainConfig) -> Run:
             f"{acc.distributed_type.name}"
         )
     model, tokenizer = build_model(cfg)
-    train_records, eval_records, scale = load_data(cfg)
     vocab = ScoreVocab.from_tokenizer(tokenizer, cfg.fmt, scale)
     encoder = Encoder(tokenizer, vocab, cfg.fmt, cfg.max_prompt_tokens, cfg.max_new_tokens)
     objective = make_objective(cfg)
@@ -316,18 +319,31 @@ def build_model(cfg: TrainConfig) -> tuple[Any, Any]:
 
 def load_data(cfg: TrainConfig) -> tuple[list[JudgeRecord], list[JudgeRecord], tuple[int, int]]:
     """Training records, evaluation records (none without ``eval_data`` / ``eval_limit``) and
-    the score scale of the training data; bad records raise before any work."""
-    train_records = load_records(
-        cfg.data, cfg.data_split, limit=cfg.data_limit, seed=cfg.seed
-    ).records
-    scale = check_records(train_records, f"training data {cfg.data}")
+    the score scale of the training data. Read before anything else: every row training cannot
+    use -- malformed, without a gold score, without the reference feedback the method trains on
+    (:func:`~realjudge.train.examples.needed_fields`), in another scale -- is named by line (or
+    index) and field in one :class:`~realjudge.data.loaders.DataError`."""
+    problems = []
+    loaded = load_records(
+        cfg.data, cfg.data_split, limit=cfg.data_limit, skip_bad=True, seed=cfg.seed
+    )
+    fields = needed_fields(cfg.method, getattr(cfg, "tract_stage", 1))
+    if bad := training_bad_rows(loaded, fields, cfg.method):
+        problems.append(format_bad_rows(bad, f"training data {cfg.data}"))
     eval_records = []
     if cfg.eval_data and cfg.eval_limit:
-        eval_records = load_records(
-            cfg.eval_data, cfg.eval_split, limit=cfg.eval_limit, seed=cfg.seed
-        ).records
+        loaded_eval = load_records(
+            cfg.eval_data, cfg.eval_split, limit=cfg.eval_limit, skip_bad=True, seed=cfg.seed
+        )
+        if bad := training_bad_rows(loaded_eval, ("gold",), cfg.method):
+            problems.append(format_bad_rows(bad, f"eval data {cfg.eval_data}"))
+        eval_records = loaded_eval.records
+    if problems:  # every unusable row at once, by line (or index) and field
+        raise DataError("\n".join(problems))
+    scale = check_records(loaded.records, f"training data {cfg.data}")
+    if eval_records:
         check_records(eval_records, f"eval data {cfg.eval_data}")
-    return train_records, eval_records, scale
+    return loaded.records, eval_records, scale
 
 
 def build_optimizer(cfg: TrainConfig, model: Any, passes: int) -> tuple[Any, Any]:
