@@ -128,3 +128,25 @@ def test_score_only_readings_have_no_feedback_count(pair, capsys):
     assert main(["compare", str(a), str(b), "--n-boot", "0"]) == 0
     out = capsys.readouterr().out
     assert "over 59 items\n" in out and "same feedback" not in out
+
+
+def test_the_same_data_file_by_another_path_or_copy_is_the_same_data(tmp_path, monkeypatch):
+    """One file named by a relative and an absolute path, or the same split written into two
+    reproduce dirs (same bytes), is the same data; a file with other bytes is not."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "d1" / "test.jsonl"
+    data.parent.mkdir()
+    data.write_text('{"id": "r0"}\n')
+    copy = tmp_path / "d2" / "test.jsonl"
+    copy.parent.mkdir()
+    copy.write_text(data.read_text())
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "r9"}\n')
+    rows = _rows([1.0, 2.0, 3.0, 4.0], [1.2, 2.5, 2.9, 4.1])
+    a = _write_eval(tmp_path / "a", rows, data=str(data))
+    for name, spec in (("rel", "d1/test.jsonl"), ("copy", str(copy))):
+        b = _write_eval(tmp_path / name, rows, data=spec)
+        assert compare_evals(a, b, n_boot=20)["n"] == 4
+    c = _write_eval(tmp_path / "c", rows, data=str(other))
+    with pytest.raises(ValueError, match="same data"):
+        compare_evals(a, c, n_boot=20)

@@ -333,3 +333,19 @@ def test_leaked_mass_rounding_below_zero_is_reported_as_zero():
     s = summarize_predictions(rows, n_boot=10)
     assert s["mean_leaked_mass"] == 0.0
     assert "leaked mass 0.000" in format_summary(s)
+
+
+def test_a_constant_resample_of_fractional_scores_has_no_pearson():
+    """[3.7, 3.7, 3.7] has a float mean that is not 3.7: the centred values are ~1e-16, not 0,
+    and must still count as constant (r undefined, the resample left out), not as r ~ 0."""
+    from realjudge.scoring.agreement import rowwise_pearson
+
+    x = np.array([[3.7, 3.7, 3.7], [0.1, 0.1, 0.1], [1.0, 2.0, 4.0]])
+    y = np.array([[1.0, 2.0, 4.0], [1.0, 2.0, 4.0], [3.7, 3.7, 3.7]])
+    assert np.isnan(rowwise_pearson(x, y)).all()
+    assert rowwise_pearson(y[:1], y[:1])[0] == pytest.approx(1.0)
+    # in a paired bootstrap of 3 items, a resample repeating one item of a is left out
+    a, g = np.array([3.7, 3.7, 2.1]), np.array([5.0, 4.0, 1.0])
+    idx = np.random.default_rng(0).integers(0, 3, size=(500, 3))
+    const_a = np.ptp(a[idx], axis=1) == 0
+    assert const_a.any() and np.isnan(rowwise_pearson(a[idx], g[idx])[const_a]).all()

@@ -105,6 +105,32 @@ def item_agreement(a: EvalRun, b: EvalRun, ids: list[str]) -> dict[str, Any]:
     }
 
 
+def _same_data(a: str, b: str) -> bool:
+    """Whether two evaluations' ``data`` name the same data: the same spec, the same file by
+    another path (relative / absolute, a link), or two files with the same bytes (the same
+    split written into two ``reproduce`` dirs). Hub ids and ``embedded`` compare as text."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if not (pa.is_file() and pb.is_file()):
+        return False
+    if pa.samefile(pb):
+        return True
+    if pa.stat().st_size != pb.stat().st_size:
+        return False
+    return _digest(pa) == _digest(pb)
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def paired_change(
     a_dir: str | Path, b_dir: str | Path, *, seed: int = 0, n_boot: int = 2000
 ) -> dict[str, Any]:
@@ -121,7 +147,7 @@ def compare_evals(
     ``pearson`` / ``spearman`` hold ``delta`` (B minus A), ``ci`` and ``p_not_better``;
     ``n`` is the number of paired items with both predictions and a gold."""
     a, b = EvalRun(a_dir), EvalRun(b_dir)
-    if a.data and b.data and a.data != b.data:
+    if a.data and b.data and not _same_data(a.data, b.data):
         raise ValueError(
             f"{a.path} graded {a.data} and {b.path} graded {b.data}: compare evaluations of "
             "the same data"

@@ -60,15 +60,19 @@ def is_constant(a: np.ndarray) -> bool:
 
 
 def rowwise_pearson(xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
-    """Pearson r of each row pair of two (B, n) arrays; NaN where a row is constant."""
+    """Pearson r of each row pair of two (B, n) arrays; NaN where a row is constant (decided
+    on the values, not on the centred sums: the float mean of ``[3.7, 3.7, 3.7]`` is not 3.7,
+    which would leave a tiny spread and r ~ 0 for a resample that has no correlation)."""
     xc = xb - xb.mean(axis=1, keepdims=True)
     yc = yb - yb.mean(axis=1, keepdims=True)
     sxy = np.einsum("ij,ij->i", xc, yc)
     sxx = np.einsum("ij,ij->i", xc, xc)
     syy = np.einsum("ij,ij->i", yc, yc)
+    ok = (np.ptp(xb, axis=1) > 0) & (np.ptp(yb, axis=1) > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         den = np.sqrt(sxx * syy)
-        r = np.where(den > 0, sxy / np.where(den > 0, den, 1.0), np.nan)
+        ok &= den > 0
+        r = np.where(ok, sxy / np.where(ok, den, 1.0), np.nan)
     return np.clip(r, -1.0, 1.0)
 
 
