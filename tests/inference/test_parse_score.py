@@ -93,3 +93,87 @@ def test_never_raises_and_stays_on_the_scale(text, scale):
 @given(plain_text, st.integers(6, 10_000))
 def test_out_of_scale_is_none(prefix, k):
     assert parse_score(prefix + f" [RESULT] {k}", (1, 5)) is None
+
+
+# A judge that echoes the rubric has not stated a verdict: no score (the caller falls back).
+RUBRIC_ECHO = (
+    "###Score rubric: [How many of the four required items does the response name?]\n"
+    "Score 1: none named, or off-task\n"
+    "Score 2: one named\n"
+    "Score 3: two named\n"
+    "Score 4: three named\n"
+    "Score 5: all four named"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        RUBRIC_ECHO,
+        "Score 5: The response is excellent and covers every item.",
+        "The response names two items. Score 5: The response is excellent.",
+        "Feedback: it lists the items.\nScore 1 description: the response is off-task.",
+        "Recall the score 4 description before grading.",
+        "**Score 5:** The response is excellent.",
+    ],
+)
+def test_an_echoed_rubric_line_is_not_a_verdict(text):
+    assert parse_score(text, (1, 5)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the verdict before or after the echoed rubric is read, not the rubric line
+        (RUBRIC_ECHO + "\nFeedback: two of the items are named. Score: 3", 3),
+        ("Score: 2\nScore 5: The response is excellent.", 2),
+        (RUBRIC_ECHO + "\nThe response names three items. [RESULT] 4", 4),
+        ("Score 5: excellent. The response deserves a score of 3.", 3),
+        # a colon BEFORE the number, or text between keyword and number: a verdict
+        ("Score: 4: well done", 4),
+        ("The final score is 4: well done", 4),
+    ],
+)
+def test_the_verdict_around_an_echoed_rubric_is_read(text, expected):
+    assert parse_score(text, (1, 5)) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Score: -1",
+        "Score:-1",
+        "Feedback: poor. [RESULT] -1",
+        "[RESULT]: -3/5",
+        "The rating is -2.",
+        "Score: \u22121",  # a minus sign
+        "**-4**",
+        "-4",
+        "Feedback: bad. Score: -5",
+    ],
+)
+def test_a_negative_score_is_a_parse_failure(text):
+    assert parse_score(text, (1, 5)) is None
+    assert parse_score(text, (0, 10)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a dash that separates, not a sign
+        ("Rating - 4/5", 4),
+        ("[RESULT]-4", 4),
+        ("Feedback: well-written - Score: 4", 4),
+        # a range of scores is not a verdict
+        ("I'd give it a score between 1 and 5; it deserves 4.", None),
+        ("Rate on a scale of 1 to 5. Feedback: fine. [RESULT] 4", 4),
+        ("Score: 3-4", None),
+    ],
+)
+def test_signs_dashes_and_ranges(text, expected):
+    assert parse_score(text, (1, 5)) == expected
+
+
+@pytest.mark.parametrize("text", ["Score: 7", "Score: 0", "[RESULT] 12", "Score: 6/5"])
+def test_an_out_of_scale_number_is_a_parse_failure(text):
+    assert parse_score(text, (1, 5)) is None

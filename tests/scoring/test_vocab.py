@@ -1,7 +1,12 @@
 import pytest
 
 from realjudge.scoring.prompts import get_format
-from realjudge.scoring.vocab import ScoreVocab, ScoreVocabError, find_cue_end
+from realjudge.scoring.vocab import (
+    ScoreVocab,
+    ScoreVocabError,
+    encode_continuation,
+    find_cue_end,
+)
 
 
 @pytest.mark.parametrize("fmt", ["result", "overall"])
@@ -54,3 +59,25 @@ def test_find_cue_end_absent_or_off_boundary():
     # the cue ends inside a token (" 4" fused with its space): no clean score position
     assert find_cue_end(["[RESULT]", " 4"], "[RESULT] ") is None
     assert find_cue_end([], "[RESULT] ") is None
+
+
+def test_forced_cue_text_after_whitespace_has_no_extra_space(tokenizer, bpe_tokenizer):
+    v = ScoreVocab.from_tokenizer(tokenizer)
+    assert v.forced_cue_text() == v.forced_cue_text("") == " [RESULT] "
+    assert v.forced_cue_text("Feedback: fine.") == " [RESULT] "
+    assert v.forced_cue_text("Feedback: fine.\n") == "[RESULT] "
+    assert v.forced_cue_text("Feedback: fine. ") == "[RESULT] "
+    w = ScoreVocab.from_tokenizer(bpe_tokenizer)
+    assert w.forced_cue_text("fine.\n") == "[RESULT]" and w.forced_cue_text("fine.") == " [RESULT]"
+
+
+@pytest.mark.parametrize("before", ["", "Feedback: fine.", "Feedback: fine.\n", "x ", "日本"])
+def test_encode_continuation_is_the_tail_of_the_whole_text(tokenizer, bpe_tokenizer, before):
+    for tok in (tokenizer, bpe_tokenizer):
+        text = " [RESULT] " if not before or not before[-1].isspace() else "[RESULT] "
+        ids = encode_continuation(tok, before, text)
+        head = tok.encode(before, add_special_tokens=False)
+        assert tok.decode(head + ids) == before + text
+        whole = tok.encode(before + text, add_special_tokens=False)
+        if whole[: len(head)] == head:  # no token of `before` merges with `text`
+            assert whole == head + ids

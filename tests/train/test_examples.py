@@ -120,3 +120,24 @@ def test_training_bad_rows_name_every_row_and_field(tmp_path):
     # RAFT does not read the feedback
     raft = training_bad_rows(loaded, ("gold",), "raft")
     assert [b.row for b in raft] == [2, 5, 6]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["llama2", "mistral-legacy"])
+def test_a_cut_sentencepiece_target_ends_with_the_cue_as_a_rollout_gets_it(record, legacy):
+    """A target cut to ``max_new_tokens`` gets the cue's tokens as they follow its text (what
+    ``finish_rollout`` appends to a rollout that missed its cue), not the cue encoded on its
+    own, which a SentencePiece tokenizer opens with a word-start space of its own."""
+    from sentencepiece_layouts import sentencepiece_tokenizer
+
+    from realjudge.inference.rollout import finish_rollout
+
+    tok = sentencepiece_tokenizer(legacy)
+    vocab = ScoreVocab.from_tokenizer(tok, "result", (1, 5))
+    record.reference_feedback = "the response is good. " * 30
+    enc = Encoder(tok, vocab, "result", 512, 24)
+    ids, cue_end = enc.target(record)
+    assert len(ids) == 24 and ids[-1] == vocab.token_ids[3]
+    text = tok.decode(ids[:cue_end])
+    assert text.endswith(" " + vocab.cue_text) and not text.endswith("  " + vocab.cue_text)
+    cut = ids[: cue_end - len(enc.forced_cue_ids(text))]
+    assert finish_rollout(cut, tok, vocab, set()).response_ids == ids[:cue_end]

@@ -109,8 +109,9 @@ def test_tract_stage2_trains_on_regenerated_cots(setup, tmp_path):
     cache = tmp_path / "tract" / objective.CACHE
     assert cache.is_file()
     # the random tiny model never writes the cue: every regenerated CoT ends with the forced cue
-    cue = ctx.encoder.encode(ctx.vocab.forced_cue_text())
-    assert all(row.response_ids[-len(cue) :] == cue for row in items)
+    # (its tokens as they follow the text before it: no space of its own after a newline)
+    tok, cue = ctx.tokenizer, ctx.vocab.cue_text
+    assert all(tok.decode(row.response_ids).endswith(cue) for row in items)
     assert all(row.score_index == len(row.response_ids) for row in items)
     loss = _losses(update, "loss", 3)
     assert loss[-1] < loss[0], loss
@@ -134,12 +135,11 @@ def test_real_rollouts_are_cut_at_the_cue_and_masked(setup):
     assert isinstance(objective, REALObjective)
     assert len(items) == 4 and all(len(g.rollouts) == cfg.num_generations for g in items)
     rows = objective.flat_rows(ctx, items)
-    cue = ctx.encoder.encode(ctx.vocab.forced_cue_text())
     for row, ro in zip(rows, [r for g in items for r in g.rollouts], strict=True):
         assert row.score_index == len(row.response_ids)  # score read right after the cue
         assert row.loss_len == ro.n_sampled  # appended cue tokens get no credit
         if ro.status != OK:
-            assert row.response_ids[-len(cue) :] == cue
+            assert ctx.tokenizer.decode(row.response_ids).endswith(ctx.vocab.cue_text)
     metrics = update()
     for key in ("pg_loss", "refine_loss", "y_hat/mean", "leaked_mass"):
         assert key in metrics

@@ -25,7 +25,7 @@ import torch
 
 from realjudge.attention import use_decode_attention
 from realjudge.linear import use_packed_linears
-from realjudge.scoring.vocab import ScoreVocab, find_cue_end
+from realjudge.scoring.vocab import ScoreVocab, encode_continuation
 from realjudge.seeds import derive_seed
 
 OK = "ok"
@@ -74,36 +74,110 @@ def written_text(generated: Sequence[int], tokenizer: Any, stop_ids: set[int]) -
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
+class _PrefixDecoder:
+    """Decodes of the leading tokens of ``ids`` (``decode(ids[:k])``), memoised.
+
+    Decoding prefixes as a whole, never token by token, is what keeps the text right for
+    every tokenizer: a SentencePiece token decoded alone drops its word-start space
+    (``"▁word"`` -> ``"word"``), and a byte token that is part of a multi-byte character
+    decodes to a replacement character."""
+
+    def __init__(self, ids: list[int], tokenizer: Any) -> None:
+        self.ids, self.tokenizer = ids, tokenizer
+        self._texts: dict[int, str] = {0: ""}
+
+    def __call__(self, k: int) -> str:
+        text = self._texts.get(k)
+        if text is None:
+            text = self._texts[k] = self.tokenizer.decode(self.ids[:k])
+        return text
+
+    def fewest_reaching(self, pos: int) -> int:
+        """The fewest leading tokens whose decode is at least ``pos`` characters long (the
+        whole ``ids`` must be). Searched from the end, with steps that double, then by
+        bisection: the cue sits near the end of a rollout, so this decodes a handful of
+        prefixes, ``O(T log d)`` for a cue ``d`` tokens before the end instead of the
+        ``O(T^2)`` of a scan over growing prefixes."""
+        hi, step = len(self.ids), 1
+        lo = max(hi - step, 0)
+        while lo > 0 and len(self(lo)) >= pos:
+            hi, step = lo, step * 2
+            lo = max(hi - step, 0)
+        if len(self(lo)) >= pos:  # pos <= 0
+            return lo
+        while hi - lo > 1:  # len(self(lo)) < pos <= len(self(hi))
+            mid = (lo + hi) // 2
+            if len(self(mid)) >= pos:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+
+# how many more prefixes are tried around the first guess before a boundary is given up
+_BOUNDARY_SLACK = 4
+
+
+def _tokens_ending_at(prefixes: _PrefixDecoder, text: str, end: int) -> int | None:
+    """The fewest leading tokens that decode exactly to ``text[:end]``, or ``None`` when no
+    token boundary falls there."""
+    first = prefixes.fewest_reaching(end)
+    for k in range(first, min(first + _BOUNDARY_SLACK, len(prefixes.ids)) + 1):
+        decoded = prefixes(k)
+        if decoded == text[:end]:
+            return k
+        if len(decoded) > end + _BOUNDARY_SLACK:
+            break
+    return None
+
+
+def _tokens_before(prefixes: _PrefixDecoder, text: str, start: int) -> int:
+    """The most leading tokens that decode to a prefix of ``text[:start]`` (whole
+    characters: a multi-byte character cut by the boundary is left out with its bytes)."""
+    k = prefixes.fewest_reaching(start + 1) - 1
+    for cut in range(k, max(k - _BOUNDARY_SLACK, 0) - 1, -1):
+        decoded = prefixes(cut)
+        if len(decoded) <= start and text.startswith(decoded):
+            return cut
+    return max(k, 0)
+
+
 def finish_rollout(
     generated: Sequence[int], tokenizer: Any, vocab: ScoreVocab, stop_ids: set[int]
 ) -> Rollout:
-    """Trim a sampled continuation at its end token and cut it right after its (last) cue."""
+    """Trim a sampled continuation at its end token and cut it right after its (last) cue.
+
+    The cue is found in the decode of the whole continuation and mapped back to a token
+    boundary by decoding a few prefixes (:class:`_PrefixDecoder`), so the kept feedback is
+    exactly ``tokenizer.decode(response_ids)`` whatever the tokenizer (byte-level BPE,
+    SentencePiece, byte fallback). A cue that ends inside a token is cut before and written
+    anew; a missing one is appended -- both as the tokens the cue adds after the kept text
+    (:func:`~realjudge.scoring.vocab.encode_continuation`)."""
     ids = list(generated)
     for j, t in enumerate(ids):
         if t in stop_ids:
             ids = ids[:j]
             break
-    pieces = [tokenizer.decode([t]) for t in ids]
-    end = find_cue_end(pieces, vocab.cue_text)
-    if end is not None:
-        after = ids[end] if end < len(ids) else None
-        score = vocab.score_of_token(after) if after is not None else None
-        kept = ids[:end]
-        return Rollout(kept, len(kept), OK, score, "".join(pieces[:end]))
-    text = "".join(pieces)
+    text = tokenizer.decode(ids)
+    prefixes = _PrefixDecoder(ids, tokenizer)
+    start = text.rfind(vocab.cue_text)
+    if start >= 0:
+        end = _tokens_ending_at(prefixes, text, start + len(vocab.cue_text))
+        if end is not None:
+            after = ids[end] if end < len(ids) else None
+            score = vocab.score_of_token(after) if after is not None else None
+            kept = ids[:end]
+            return Rollout(kept, len(kept), OK, score, prefixes(end))
     start = text.rfind(vocab.cue_text.rstrip())
     status = FORCED_CUE
+    before = text
     if start >= 0:
         # The cue is there but tokenized oddly: keep the tokens before it, write it canonically.
         status = RETOKENIZED_CUE
-        pos, cut = 0, 0
-        for j, piece in enumerate(pieces):
-            if pos + len(piece) > start:
-                break
-            pos += len(piece)
-            cut = j + 1
-        ids = ids[:cut]
-    kept = ids + list(tokenizer.encode(vocab.forced_cue_text(), add_special_tokens=False))
+        cut = _tokens_before(prefixes, text, start)
+        ids, before = ids[:cut], prefixes(cut)
+    cue = encode_continuation(tokenizer, before, vocab.forced_cue_text(before))
+    kept = ids + cue
     return Rollout(kept, len(ids), status, None, tokenizer.decode(kept))
 
 

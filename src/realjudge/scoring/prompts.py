@@ -115,12 +115,18 @@ def render_prompt(
 ) -> str:
     """The prompt text up to (and including) the start of the assistant turn.
 
-    Uses the tokenizer's chat template when it has one, else a plain fallback layout.
+    Uses the tokenizer's chat template when it has one, else a plain fallback layout. The
+    template is rendered with ``enable_thinking=False``: a template that reads it (Qwen3)
+    then opens the answer itself instead of a thinking block -- the feedback is the judge's
+    chain of thought, and the score cue must follow it. Templates that do not use the
+    variable ignore it.
     """
     fmt = get_format(fmt)
     messages = build_messages(record, fmt, system)
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
     body = "\n\n".join(m["content"] for m in messages)
     return f"{body}\n\n### Answer:\n"
 

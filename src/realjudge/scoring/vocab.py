@@ -81,8 +81,12 @@ class ScoreVocab:
         nothing after the score is read."""
         return tuple(self.cue_text + t for t in self.score_texts)
 
-    def forced_cue_text(self) -> str:
-        """Text appended to a feedback that never wrote the cue."""
+    def forced_cue_text(self, before: str | None = None) -> str:
+        """Text appended to a feedback that never wrote the cue: the cue after a space, or
+        the bare cue when the feedback ``before`` it ends with whitespace (a newline, a
+        space), which then already separates the two."""
+        if before and before[-1].isspace():
+            return self.cue_text
         return " " + self.cue_text
 
     def score_of_token(self, token_id: int) -> int | None:
@@ -94,6 +98,30 @@ class ScoreVocab:
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+# characters of the text before a continuation that :func:`encode_continuation` encodes
+_CONTEXT_CHARS = 256
+
+
+def encode_continuation(tokenizer: Any, before: str, text: str) -> list[int]:
+    """The tokens that ``text`` adds after the text ``before``: the tail of ``encode(before +
+    text)`` when the tokens of ``before`` are its head (none of them merges with ``text``).
+
+    Encoding ``text`` on its own is wrong for SentencePiece tokenizers (Llama-2, Mistral):
+    they open a text with a word-start marker, so ``"[RESULT] "`` appended after a newline
+    would decode to ``" [RESULT] "`` and ``" [RESULT] "`` after a word to ``"  [RESULT] "``.
+    Only the end of ``before`` is encoded (what ``text`` follows; the tokens are the same
+    once the context is a few words long). When a token of it merges with ``text``, ``text``
+    is encoded after ``before``'s last character alone, and as a last resort on its own."""
+    if not before:
+        return _encode(tokenizer, text)
+    for context in (before[-_CONTEXT_CHARS:], before[-1]):
+        head = _encode(tokenizer, context)
+        full = _encode(tokenizer, context + text)
+        if full[: len(head)] == head and len(full) > len(head):
+            return full[len(head) :]
+    return _encode(tokenizer, text)
 
 
 def _single_continuation(tokenizer: Any, cue_text: str, continuation: str) -> int | None:

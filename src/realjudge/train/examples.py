@@ -32,7 +32,7 @@ from realjudge.data.loaders import (
 from realjudge.data.records import JudgeRecord
 from realjudge.inference.judge import encode_prompt, score_prompt_ids
 from realjudge.scoring.prompts import OutputFormat, get_format, render_prompt, round_score
-from realjudge.scoring.vocab import ScoreVocab
+from realjudge.scoring.vocab import ScoreVocab, encode_continuation
 from realjudge.seeds import derive_seed
 
 
@@ -98,10 +98,16 @@ class Encoder:
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens
         self._cue_ids = self.encode(vocab.cue_text)
-        self._forced_cue_ids = self.encode(vocab.forced_cue_text())
 
     def encode(self, text: str) -> list[int]:
         return encode_prompt(self.tokenizer, text)
+
+    def forced_cue_ids(self, before: str) -> list[int]:
+        """The cue's tokens appended after the text ``before``, as a rollout that missed its
+        cue gets them (:func:`~realjudge.inference.rollout.finish_rollout`): what the cue adds
+        after that text, not the cue encoded on its own (a SentencePiece tokenizer would open
+        it with a word-start space)."""
+        return encode_continuation(self.tokenizer, before, self.vocab.forced_cue_text(before))
 
     def _left_cut(self, ids: list[int]) -> list[int]:
         return ids[-self.max_prompt_tokens :]
@@ -134,12 +140,17 @@ class Encoder:
         ids = self.encode(text)
         if not ids or ids[-1] != score_id:
             # The score fused with what precedes it: lay the parts out token by token.
-            ids = self.encode(self.fmt.feedback_prefix + feedback.strip()) + self._forced_cue_ids
-            ids.append(score_id)
+            text = self.fmt.feedback_prefix + feedback.strip()
+            ids = [*self.encode(text), *self.forced_cue_ids(text), score_id]
         if len(ids) > self.max_new_tokens:
-            tail = [*self._forced_cue_ids, score_id]
-            keep = max(0, self.max_new_tokens - len(tail))
-            ids = ids[:keep] + tail
+            # the most feedback tokens that leave room for the cue as it follows them
+            keep = self.max_new_tokens - 1
+            while True:
+                cue = self.forced_cue_ids(self.tokenizer.decode(ids[:keep]))
+                if keep + len(cue) + 1 <= self.max_new_tokens or keep == 0:
+                    break
+                keep -= 1
+            ids = [*ids[:keep], *cue, score_id]
         return ids, len(ids) - 1
 
 
