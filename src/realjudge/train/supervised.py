@@ -92,24 +92,55 @@ class TRACTObjective(_Supervised):
     def __init__(self) -> None:
         self.cots: dict[int, list[int]] = {}
 
+    #: The settings that decide what the starting model regenerates: a cache written under
+    #: others is regenerated (recorded next to it, :attr:`CACHE_META`).
+    CACHE_KEYS = (
+        "model",
+        "init_from",
+        "data",
+        "data_split",
+        "fmt",
+        "max_prompt_tokens",
+        "max_new_tokens",
+        "regen_greedy",
+        "regen_temperature",
+        "regen_top_p",
+        "seed",
+    )
+    CACHE_META = "tract_stage2_cots.meta.json"
+
     def setup(self, ctx: Context, model: Any, records: Sequence[JudgeRecord], needed: list[int]):
+        """Stage 2: read the cached CoTs, and regenerate with ``model`` -- the starting
+        weights: the trainer calls this before a checkpoint is restored -- those the run needs
+        and the cache lacks (a run resumed with a larger ``max_steps`` visits more records),
+        or all of them when the cache was written under other :attr:`CACHE_KEYS` settings."""
         if ctx.cfg.tract_stage != 2:
             return {}
-        cache = Path(ctx.cfg.out) / self.CACHE
-        if not cache.is_file():
-            self._regenerate(ctx, model, records, needed, cache)
+        out = Path(ctx.cfg.out)
+        cache, meta_path = out / self.CACHE, out / self.CACHE_META
+        meta = {k: getattr(ctx.cfg, k) for k in self.CACHE_KEYS}
+        cached: dict[int, dict[str, Any]] = {}
+        if cache.is_file():
+            saved = json.loads(meta_path.read_text()) if meta_path.is_file() else meta
+            if saved == meta:  # (a cache from before the record: taken as it is)
+                with cache.open() as f:
+                    cached = {int(r["index"]): r for r in map(json.loads, f)}
+            else:
+                changed = sorted(k for k in meta if saved.get(k) != meta[k])
+                ctx.accelerator.print(f"TRACT stage 2: {cache} was written with other {changed}")
+        missing = [i for i in needed if i not in cached]
+        if missing:
+            self._regenerate(ctx, model, records, missing, cached, cache)
+            if ctx.accelerator.is_main_process:
+                meta_path.write_text(json.dumps(meta, indent=2))
         ctx.accelerator.wait_for_everyone()
         with cache.open() as f:
-            for line in f:
-                row = json.loads(line)
-                self.cots[int(row["index"])] = list(row["response_ids"])
-        missing = [i for i in needed if i not in self.cots]
-        if missing:
-            raise RuntimeError(f"{cache} lacks {len(missing)} records of this run; delete it")
+            self.cots = {int(r["index"]): list(r["response_ids"]) for r in map(json.loads, f)}
         return {}
 
-    def _regenerate(self, ctx, model, records, needed, cache: Path) -> None:
-        """Greedy (or sampled) CoTs of the starting weights, split over the processes."""
+    def _regenerate(self, ctx, model, records, needed, cached, cache: Path) -> None:
+        """Greedy (or sampled) CoTs of the starting weights for ``needed``, split over the
+        processes, written into ``cache`` with the ``cached`` rows kept."""
         from realjudge.train.generation import generation_model
 
         acc, cfg = ctx.accelerator, ctx.cfg
@@ -144,16 +175,17 @@ class TRACTObjective(_Supervised):
                             "feedback": ro.feedback,
                         }
                     )
-        rows = {r["index"]: r for r in gather_object(done)}
+        new = {r["index"]: r for r in gather_object(done)}
         if acc.is_main_process:
+            rows = {**cached, **new}
             tmp = cache.with_suffix(".tmp")
             cache.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("w") as f:
                 for i in sorted(rows):
                     f.write(json.dumps(rows[i]) + "\n")
             tmp.replace(cache)
-            n_forced = sum(r["status"] != OK for r in rows.values())
-            acc.print(f"TRACT stage 2: regenerated {len(rows)} CoTs ({n_forced} without a cue)")
+            n_forced = sum(r["status"] != OK for r in new.values())
+            acc.print(f"TRACT stage 2: regenerated {len(new)} CoTs ({n_forced} without a cue)")
 
     def prepare(self, ctx: Context, model: Any, indexed: Indexed, step: int):
         rows = []

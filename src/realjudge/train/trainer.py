@@ -277,10 +277,9 @@ def set_up(cfg: TrainConfig) -> Run:
     _check_accumulation(acc, cfg)  # DeepSpeed may impose its own value in prepare
     ctx = Context(cfg, acc, tokenizer, encoder, vocab, scale)
     ctx.ref_logprobs_fn = _reference_fn(ctx, model, ref_model)
-    start, seconds_before = restore(acc, cfg, resume_from)
-
-    if hasattr(objective, "setup"):
+    if hasattr(objective, "setup"):  # with the starting weights: before the restore
         objective.setup(ctx, model, train_records, records_visited(cfg, len(train_records)))
+    start, seconds_before = restore(acc, cfg, resume_from)
     acc.init_trackers("realjudge", config=_tracker_config(cfg), init_kwargs=_tracker_kwargs(cfg))
     return Run(
         cfg=cfg,
@@ -378,6 +377,9 @@ def restore(acc: Any, cfg: TrainConfig, resume_from: Path | None) -> tuple[int, 
     start, seconds = 0, 0.0
     if resume_from is not None:
         acc.load_state(str(resume_from))
+        # checkpoints sit at update boundaries: the micro-batch count restarts there, so a
+        # resumption with another grad_accum keeps its updates in step with its micro-batches
+        acc.step = 0
         state = json.loads((resume_from / STATE_FILE).read_text())
         start, seconds = int(state["step"]), float(state.get("train_seconds", 0.0))
         acc.print(f"resumed from {resume_from} (step {start})")
@@ -480,7 +482,7 @@ def finish(run: Run, result: TrainResult) -> None:
         log_metrics(run, prefixed("eval/", result.final_eval), result.step)
     best_step = None
     if cfg.load_best_model_at_end and result.final_eval is not None:
-        keep_if_best(run, result.step, result.final_eval, final=True)
+        keep_if_best(run, result.step, result.final_eval)
         if run.best is not None:
             best_step = int(run.best["step"])
             if best_step != result.step:
@@ -541,10 +543,10 @@ def read_best(out: Path, start: int) -> dict[str, Any] | None:
     return best if int(best["step"]) <= start else None
 
 
-def keep_if_best(run: Run, step: int, scores: dict[str, float], final: bool = False) -> None:
+def keep_if_best(run: Run, step: int, scores: dict[str, float]) -> None:
     """Record the evaluation of ``step`` if it is the best so far, and keep its weights in
-    ``out/best/`` (written aside, then swapped in; not for the final step, whose weights are
-    the ones exported anyway). Every process computes the same scores (collective)."""
+    ``out/best/`` (written aside, then swapped in), the final step's included. Every process
+    computes the same scores (collective)."""
     cfg, acc = run.cfg, run.acc
     if not cfg.load_best_model_at_end:
         return
@@ -553,8 +555,8 @@ def keep_if_best(run: Run, step: int, scores: dict[str, float], final: bool = Fa
     if not is_better(value, None if run.best is None else run.best["value"], metric):
         return
     run.best = {"step": step, "metric": metric, "value": value, "eval": dict(scores)}
-    if final:
-        return
+    # the final step's weights too: a run resumed with a larger max_steps must still know
+    # them (and export them if no later step beats them)
     if acc.is_main_process:
         from safetensors.torch import save_model
 
@@ -938,9 +940,11 @@ def _resume_point(cfg: TrainConfig, acc: Any) -> Path | None:
             "overwrite=true to start over, or another out"
         )
     if existing and acc.is_main_process:
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        for name in (CHECKPOINTS, BEST_DIR, ".partial-best", ".old-best"):
+            shutil.rmtree(out / name, ignore_errors=True)  # the former run's best/ included
         for name in (LOG_FILE, METRICS_FILE, META_FILE, TRACTObjective.CACHE):
             (out / name).unlink(missing_ok=True)
+        (out / TRACTObjective.CACHE_META).unlink(missing_ok=True)
     acc.wait_for_everyone()
     return None
 
