@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -386,3 +387,18 @@ def test_the_document_states_the_smallest_detectable_difference(run_dir):
     text = detectable_md(claims_of(two), 2)
     assert "over 2 seeds" in text and "3 seeds would give" in text
     assert detectable_md(claims_of(_seed_part(repository_json(data), [0], "abc")), 1) is None
+
+
+def test_the_document_names_the_commit_of_the_code_not_of_its_folder(tmp_path, monkeypatch):
+    """``realjudge report --out`` into another repository (or none): the header's commit is the
+    code's, as results.json records it."""
+    from realjudge.reproduce import document
+
+    def fake_commit(cwd="."):
+        return "code" if Path(cwd).resolve() == Path(document.__file__).parent.resolve() else "x"
+
+    monkeypatch.setattr(document, "git_commit", fake_commit)
+    out = tmp_path / "elsewhere" / "results.md"
+    out.parent.mkdir()
+    document.build_document([], [], out, command="realjudge report")
+    assert "at commit `code`." in out.read_text()

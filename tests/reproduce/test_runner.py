@@ -232,6 +232,234 @@ def test_records_written_before_an_added_key_still_match_at_its_former_value(tmp
     assert ADDED_KEYS["raft_lambda_p"] == build_config("raft").raft_lambda_p
 
 
+def test_disable_dropout_is_left_out_at_true_only_for_a_run_without_lora(tmp_path):
+    """A REAL run recorded before disable_dropout existed trained without dropout when it had
+    no LoRA (no preset's model has dropout), so it is the run disable_dropout=True asks for;
+    with LoRA it trained with lora_dropout active, so it is not."""
+    from realjudge.reproduce.runner import _finished, train_fingerprint
+    from realjudge.train.config import build_config
+
+    root = tmp_path / "r"
+    out = str(root / "seed0" / "REAL")
+    record = tmp_path / "done.json"
+    for lora, done in ((False, 12.0), (True, None)):
+        new = build_config("real", overrides={"out": out, "lora": lora}).to_dict()
+        assert new["disable_dropout"] is True
+        old = {k: v for k, v in new.items() if k != "disable_dropout"}  # saved before the key
+        record.write_text(json.dumps({"fingerprint": {"config": old}, "seconds": 12.0}))
+        assert _finished(record, train_fingerprint(new, root), root) == done, lora
+        # a run recorded with the key matches itself either way
+        record.write_text(json.dumps({"fingerprint": {"config": new}, "seconds": 3.0}))
+        assert _finished(record, train_fingerprint(new, root), root) == 3.0
+
+
+def _record(path, fingerprint, seconds, at):
+    """Write a finished-work record dated ``at`` (seconds since the epoch)."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"fingerprint": fingerprint, "seconds": seconds}))
+    os.utime(path, (at, at))
+
+
+def test_a_warm_started_run_is_named_by_the_run_it_started_from(tmp_path):
+    """REAL starts from {out}/seed0/TRACT: its record stands for the TRACT run recorded when it
+    was trained. Records written before the starting run's fingerprint was kept stand for the
+    TRACT recorded in their dir when that record is not newer than theirs."""
+    import os
+
+    from realjudge.reproduce.runner import (
+        _adopt,
+        _finished,
+        _same_model,
+        _unfinished_checkpoint,
+        run_fingerprint,
+        train_fingerprint,
+    )
+    from realjudge.train.config import build_config
+    from realjudge.train.modeling import STATE_FILE
+
+    root = tmp_path / "r"
+    tract, real = root / "seed0" / "TRACT", root / "seed0" / "REAL"
+    data = root / "data"
+
+    def tract_fp(lr):
+        cfg = build_config("tract", overrides={"out": str(tract), "learning_rate": lr})
+        return run_fingerprint(cfg.to_dict(), root, None, data)
+
+    child = build_config("real", overrides={"out": str(real), "init_from": str(tract)}).to_dict()
+    _record(tract / DONE_FILE, tract_fp(1e-5), 5.0, at=1000)
+    wanted_a = run_fingerprint(child, root, tract, data)
+    assert wanted_a["init_fingerprint"] == tract_fp(1e-5)
+    _record(real / DONE_FILE, wanted_a, 7.0, at=2000)
+    assert _finished(real / DONE_FILE, wanted_a, root) == 7.0
+
+    # TRACT trained again with another learning rate: REAL started from the old one
+    _record(tract / DONE_FILE, tract_fp(1e-3), 5.0, at=3000)
+    wanted_b = run_fingerprint(child, root, tract, data)
+    assert wanted_b != wanted_a and _finished(real / DONE_FILE, wanted_b, root) is None
+
+    # a record from before init_fingerprint: the TRACT recorded before it, if unchanged
+    legacy = train_fingerprint(child, root)
+    assert "init_fingerprint" not in legacy
+    _record(tract / DONE_FILE, tract_fp(1e-5), 5.0, at=1000)
+    _record(real / DONE_FILE, legacy, 7.0, at=2000)
+    assert _finished(real / DONE_FILE, wanted_a, root) == 7.0
+    assert _finished(real / DONE_FILE, wanted_b, root) is None
+    # ... not once TRACT is recorded after it (retrained with the same settings or others)
+    for lr in (1e-3, 1e-5):
+        _record(tract / DONE_FILE, tract_fp(lr), 5.0, at=3000)
+        wanted = run_fingerprint(child, root, tract, data)
+        assert _finished(real / DONE_FILE, wanted, root) is None
+
+    # a checkpoint of a killed REAL resumes only if TRACT was recorded before it was written
+    (real / DONE_FILE).unlink()
+    ckpt = real / "checkpoints" / "step-000001"
+    build_config("real", overrides={"out": str(real), "init_from": str(tract)}).save(ckpt)
+    (ckpt / STATE_FILE).write_text("{}")
+    os.utime(ckpt, (2000, 2000))
+    _record(tract / DONE_FILE, tract_fp(1e-5), 5.0, at=1000)
+    assert _unfinished_checkpoint(real, run_fingerprint(child, root, tract, data), root) == ckpt
+    _record(tract / DONE_FILE, tract_fp(1e-5), 5.0, at=3000)
+    assert _unfinished_checkpoint(real, run_fingerprint(child, root, tract, data), root) is None
+
+    # --reuse: a dir whose REAL started from another TRACT is not copied from
+    other = tmp_path / "other"
+    o_tract, o_real = other / "seed0" / "TRACT", other / "seed0" / "REAL"
+    o_child = build_config(
+        "real", overrides={"out": str(o_real), "init_from": str(o_tract)}
+    ).to_dict()
+    _record(o_tract / DONE_FILE, tract_fp(1e-5), 5.0, at=1000)
+    _record(o_real / DONE_FILE, train_fingerprint(o_child, other), 7.0, at=2000)
+    _record(tract / DONE_FILE, tract_fp(1e-3), 5.0, at=3000)  # here: the other TRACT
+    assert _adopt(real, root, [other], run_fingerprint(child, root, tract, data)) is None
+    # (an evaluation of REAL is adopted only from a dir whose REAL is this one)
+    _record(real / DONE_FILE, run_fingerprint(child, root, tract, data), 7.0, at=4000)
+    assert not _same_model(real, root, other)
+    _record(tract / DONE_FILE, tract_fp(1e-5), 5.0, at=3000)  # here: the same TRACT
+    _record(real / DONE_FILE, run_fingerprint(child, root, tract, data), 7.0, at=4000)
+    assert _same_model(real, root, other)
+    assert _adopt(real, root, [other], run_fingerprint(child, root, tract, data)) == 7.0
+    assert _finished(real / DONE_FILE, run_fingerprint(child, root, tract, data), root) == 7.0
+
+
+def test_runs_started_from_a_retrained_run_are_redone_not_reused(tmp_path):
+    """TRACT retrained with another learning rate: GRPO (started from it) is trained again,
+    in place and instead of being copied from a --reuse dir that holds the old one."""
+    import hashlib
+
+    common = dict(
+        preset="cpu-embedded", model="tiny", smoke=True, set=["freeze_layers=1"], only=["GRPO"]
+    )
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = run_reproduce(ReproduceConfig(**common, out=str(a)))
+    assert [r["name"] for r in first["runs"]] == ["base", "TRACT", "GRPO"]
+
+    def weights(out, run):
+        path = out / "seed0" / run / "model.safetensors"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    old = weights(a, "GRPO")
+    changed = {**common, "set": [*common["set"], "TRACT.learning_rate=3e-2"]}
+    run_reproduce(ReproduceConfig(**changed, out=str(b), reuse=[str(a)]))
+    assert weights(b, "TRACT") != weights(a, "TRACT")
+    assert weights(b, "GRPO") != old  # trained from b's TRACT, not a's GRPO copied
+    # in place: the same settings, so the same weights as b's
+    run_reproduce(ReproduceConfig(**changed, out=str(a)))
+    assert weights(a, "GRPO") == weights(b, "GRPO") != old
+    for bench in ("embedded-test", "embedded-ood"):
+        rel = f"seed0/GRPO/eval-{bench}/predictions.jsonl"
+        assert (a / rel).read_text() == (b / rel).read_text()
+
+
+def _vicuna_like(path):
+    """A small Prometheus-like file: 8 questions, 2 graded responses each."""
+    from realjudge.data.loaders import write_jsonl
+    from realjudge.data.records import JudgeRecord
+
+    records = [
+        JudgeRecord(
+            id=f"{q}-{k}",
+            instruction=f"question {q}",
+            response=f"answer {k}",
+            gold=float(1 + 3 * k),
+            group_id=f"q{q}",
+        )
+        for q in range(8)
+        for k in range(2)
+    ]
+    write_jsonl(records, path)
+    return path
+
+
+def test_a_vicuna_split_is_recorded_and_never_remade_under_finished_work(tmp_path):
+    """The split's settings and digest are recorded next to it; a split the preset's settings
+    no longer make is refused (the dir's finished work used it); the fingerprints hold the
+    split's digest, and a record older than that key stands for its own dir's split."""
+    import os
+
+    from realjudge.reproduce.runner import (
+        SPLIT_FILES,
+        SPLIT_RECORD,
+        SplitMismatchError,
+        _finished,
+        prepare_data,
+        run_fingerprint,
+        split_digest,
+        train_fingerprint,
+    )
+    from realjudge.train.config import build_config
+
+    src = _vicuna_like(tmp_path / "vicuna.jsonl")
+    exp = resolve(ReproduceConfig(preset="cpu-vicuna"))
+    exp.vicuna_split = {"path": str(src), "test_fraction": 0.25}
+    root = tmp_path / "r"
+    data = root / "data"
+    prepare_data(exp, data)
+    record = json.loads((data / SPLIT_RECORD).read_text())
+    assert record["settings"]["test_fraction"] == 0.25
+    assert record["sha256"] == split_digest(data) is not None
+    assert sum(1 for _ in open(data / SPLIT_FILES[1])) == 4  # 2 of 8 questions held out
+
+    def stamps():
+        return [os.stat(data / name).st_mtime_ns for name in SPLIT_FILES]
+
+    before = stamps()
+    prepare_data(exp, data)  # the same settings: kept
+    (data / SPLIT_RECORD).unlink()  # a split written before the record: kept, now recorded
+    prepare_data(exp, data)
+    assert stamps() == before and json.loads((data / SPLIT_RECORD).read_text()) == record
+
+    other = resolve(ReproduceConfig(preset="cpu-vicuna"))
+    other.vicuna_split = {"path": str(src), "test_fraction": 0.5}
+    for with_record in (True, False):
+        if not with_record:
+            (data / SPLIT_RECORD).unlink()
+        with pytest.raises(SplitMismatchError, match="use another --out"):
+            prepare_data(other, data)
+        assert stamps() == before
+
+    # the fingerprints hold the split's digest
+    def raft(home):
+        overrides = {"out": str(home / "seed0" / "RAFT"), "data": str(home / "data" / "x")}
+        return build_config("raft", overrides=overrides).to_dict()
+
+    wanted = run_fingerprint(raft(root), root, None, data)
+    assert wanted["data_split"] == split_digest(data)
+    done = root / "seed0" / "RAFT" / DONE_FILE
+    _record(done, train_fingerprint(raft(root), root), 4.0, at=1000)  # older than the key
+    assert _finished(done, wanted, root) == 4.0
+    # a dir with another split: its record of the same config is not this work
+    home = tmp_path / "other"
+    prepare_data(other, home / "data")
+    assert split_digest(home / "data") != split_digest(data)
+    theirs = home / "seed0" / "RAFT" / DONE_FILE
+    _record(theirs, train_fingerprint(raft(home), home), 4.0, at=1000)
+    assert _finished(theirs, wanted, home) is None
+    _record(theirs, run_fingerprint(raft(home), home, None, home / "data"), 4.0, at=1000)
+    assert _finished(theirs, wanted, home) is None
+
+
 def test_same_seed_reruns_agree_and_reuse_copies_finished_runs(tmp_path):
     """Two fresh runs with the same seed give the same numbers (CPU); a sweep that names the
     first as --reuse takes its RAFT run (weights hard-linked) and trains only the variant."""

@@ -173,3 +173,41 @@ def test_half_width_at_more_seeds_uses_the_same_spread():
     assert half_width_at(half, 2, 3) == pytest.approx((three.hi - three.lo) / 2, rel=1e-6)
     with pytest.raises(ValueError):
         half_width_at(half, 1, 3)
+
+
+def _in_out(p_in, p_out):
+    return {"A": {"pearson": p_in}, "B": {"pearson": p_out}}
+
+
+def test_out_of_domain_gain_is_paired_with_the_in_domain_gain_of_the_same_seed():
+    """Claim 3 when the best baseline in domain (RAFT) and out of domain (TRACT) have
+    different seeds: out minus in over the seeds with both gains, not by list position."""
+    crash = {
+        "REAL": {"0": _in_out(0.5, 0.5), "1": _in_out(0.6, 0.6), "2": _in_out(0.7, 0.7)},
+        "RAFT": {"0": _in_out(0.45, 0.1), "1": _in_out(0.55, 0.1)},
+        "TRACT": {"0": _in_out(0.1, 0.4), "1": _in_out(0.1, 0.5), "2": _in_out(0.1, 0.6)},
+    }
+    c = check_claims(crash, ["A"], ["B"], regression=("RAFT", "TRACT"))[-1]
+    # in: seeds 0, 1 gain 0.05; out: seeds 0, 1, 2 gain 0.1; out minus in on seeds 0, 1
+    assert c.difference == pytest.approx(0.05) and c.n == 2
+    assert "out minus in +0.050" in c.detail
+
+    shifted = {
+        "REAL": {"0": _in_out(0.5, 0.5), "1": _in_out(0.9, 0.6), "2": _in_out(0.7, 0.9)},
+        "RAFT": {"0": _in_out(0.45, 0.0), "1": _in_out(0.8, 0.0)},
+        "TRACT": {"1": _in_out(0.0, 0.5), "2": _in_out(0.0, 0.8), "3": _in_out(0.0, 0.0)},
+    }
+    c = check_claims(shifted, ["A"], ["B"], regression=("RAFT", "TRACT"))[-1]
+    # in: seeds 0, 1 (RAFT); out: seeds 1, 2 (TRACT); only seed 1 has both: 0.1 - 0.1
+    assert c.difference == pytest.approx(0.0) and c.n == 1
+    assert c.ci_low is None and not c.significant
+
+
+def test_a_claim_records_the_seeds_its_difference_rests_on():
+    per_seed = {
+        "REAL": {"0": _in_out(0.5, 0.5), "1": _in_out(0.6, 0.6), "2": _in_out(None, 0.7)},
+        "RAFT": {"0": _in_out(0.4, 0.4), "1": _in_out(0.45, 0.5), "2": _in_out(0.5, 0.5)},
+    }
+    claims = check_claims(per_seed, ["A"], ["B"], regression=("RAFT",), binary_rl="GRPO")
+    assert claims[0].n == 2 and claims[0].to_dict()["n"] == 2  # seed 2 has no average
+    assert claims[1].n == 0 and claims[1].holds is None  # no GRPO

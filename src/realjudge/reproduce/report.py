@@ -143,26 +143,37 @@ def _claim_label(text: str) -> str:
     return "out-of-domain minus in-domain gain"
 
 
-def detectable_md(claims: Sequence[Any], n_seeds: int) -> str | None:
+def detectable_md(claims: Sequence[Any], n_seeds: int | None = None) -> str | None:
     """The smallest difference the design can detect: each claim's paired 95% interval
-    half-width over the ``n_seeds`` seeds run, and, with fewer than :data:`DESIGN_SEEDS`,
-    what that many seeds would give at the spread seen so far; ``None`` with fewer than two
-    seeds (no interval)."""
-    halves = [
-        (_claim_label(c.text), (c.ci_high - c.ci_low) / 2)
-        for c in claims
-        if c.ci_low is not None and c.ci_high is not None
-    ]
-    if n_seeds < 2 or not halves:
+    half-width over the seeds it rests on (the claim's ``n``: a seed without a number for
+    both sides is not among them; ``n_seeds``, the seeds run, for a claim that does not say),
+    and, for those over fewer than :data:`DESIGN_SEEDS`, what that many seeds would give at
+    the spread seen so far; ``None`` when no claim has an interval (fewer than two seeds)."""
+    halves = []
+    for c in claims:
+        if c.ci_low is None or c.ci_high is None:
+            continue
+        n = getattr(c, "n", None) or n_seeds
+        if n is None or n < 2:
+            continue
+        halves.append((_claim_label(c.text), (c.ci_high - c.ci_low) / 2, int(n)))
+    if not halves:
         return None
-    now = ", ".join(f"{label} +-{h:.3f}" for label, h in halves)
+    ns = {n for _, _, n in halves}
+    if len(ns) == 1:
+        now = ", ".join(f"{label} +-{h:.3f}" for label, h, _ in halves)
+        over = f"over {ns.pop()} seeds"
+    else:
+        now = ", ".join(f"{label} +-{h:.3f} ({n} seeds)" for label, h, n in halves)
+        over = "over the seeds each rests on"
     text = (
         "Smallest difference this design can detect (half-width of each paired 95% interval "
-        f"above, over {n_seeds} seeds): {now}."
+        f"above, {over}): {now}."
     )
-    if n_seeds < DESIGN_SEEDS:
+    fewer = [(label, h, n) for label, h, n in halves if n < DESIGN_SEEDS]
+    if fewer:
         then = ", ".join(
-            f"{label} +-{half_width_at(h, n_seeds, DESIGN_SEEDS):.3f}" for label, h in halves
+            f"{label} +-{half_width_at(h, n, DESIGN_SEEDS):.3f}" for label, h, n in fewer
         )
         text += f" At the same spread over seeds, {DESIGN_SEEDS} seeds would give: {then}."
     return text
@@ -303,7 +314,7 @@ def results_markdown(
         _claims_md(claims),
         "",
     ]
-    detectable = detectable_md(claims, len(seeds))
+    detectable = detectable_md(claims)
     if detectable:
         parts += [detectable, ""]
     if variants:

@@ -22,7 +22,17 @@ of an uninterrupted run. The keys that only decide checkpointing and restarting
 a run was recorded, at the value that computes what the code before them did
 (:data:`ADDED_KEYS`). Once a run is exported and recorded
 as finished its ``checkpoints/`` are removed (the exported model is what the evaluations and
-warm starts use). The training time recorded for a resumed run is that of its last attempt.
+warm starts use). The training time recorded for a resumed run is the sum over every
+(re)start of it: the trainer adds each attempt's time to the checkpoint's.
+
+A warm-started run is named by the run it starts from as well: its fingerprint holds the
+fingerprint of its starting run (``init_fingerprint``), so when that run is trained again
+with other settings the runs started from it (and their evaluations) are redone too, here
+and in a ``--reuse`` dir. The fingerprints of a preset that splits the Vicuna file hold the
+split's digest (``data_split``, :func:`prepare_data`). Records from before these keys hold
+neither: such a record stands for the split its output dir holds (a dir's split is never
+remade) and for the starting run recorded in its output dir, if that run's record is not
+newer than its own (:func:`_resolve`).
 
 Layout of ``OUT``::
 
@@ -35,13 +45,15 @@ Layout of ``OUT``::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +76,11 @@ EVAL_KEYS = {
     "n_items": ("n_total",),
 }
 DONE_FILE = "reproduce_done.json"
+#: The output dir's folder of prepared data, the files of the Vicuna split written there and
+#: the record of the settings that made it.
+DATA_DIR = "data"
+SPLIT_FILES = ("vicuna-train.jsonl", "vicuna-test.jsonl")
+SPLIT_RECORD = "vicuna-split.json"
 
 
 @dataclass
@@ -221,9 +238,47 @@ def resolve(cfg: ReproduceConfig) -> Experiment:
     return exp
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def split_digest(data_dir: Path) -> str | None:
+    """The sha256 of the Vicuna split in ``data_dir`` (:data:`SPLIT_FILES`, names and
+    contents); ``None`` when it does not hold both files."""
+    h = hashlib.sha256()
+    for name in SPLIT_FILES:
+        path = data_dir / name
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _digests:
+            _digests[key] = _sha256(path)
+        h.update(f"{name}\0{_digests[key]}\0".encode())
+    return h.hexdigest()
+
+
+class SplitMismatchError(ValueError):
+    """The output dir holds a Vicuna split that the preset's settings do not make."""
+
+
 def prepare_data(exp: Experiment, data_dir: Path) -> None:
     """Write the Vicuna train / held-out split by question (fixed split, seed 0: every seed
-    trains and evaluates on the same questions)."""
+    trains and evaluates on the same questions) and record what made it (the source file's
+    sha256, ``test_fraction``, the seed) and its digest in :data:`SPLIT_RECORD`.
+
+    A split already there is kept when it is the one these settings make; otherwise
+    :class:`SplitMismatchError`: the finished work of the dir was trained and evaluated on
+    it (records older than the ``data_split`` fingerprint key name it by its path only), so it
+    is never remade in place -- another ``--out`` takes the new split."""
     if not exp.vicuna_split:
         return
     from realjudge.data.loaders import load_records, split_by_group, write_jsonl
@@ -231,15 +286,47 @@ def prepare_data(exp: Experiment, data_dir: Path) -> None:
     src = Path(exp.vicuna_split["path"])
     if not src.is_file():
         raise FileNotFoundError(f"{src} not found (the {exp.name} preset needs it)")
-    train_path, test_path = data_dir / "vicuna-train.jsonl", data_dir / "vicuna-test.jsonl"
-    if train_path.is_file() and test_path.is_file():
+    settings = {
+        "source_sha256": _sha256(src),
+        "test_fraction": float(exp.vicuna_split["test_fraction"]),
+        "seed": 0,
+    }
+    record_path = data_dir / SPLIT_RECORD
+    existing = split_digest(data_dir)
+    try:
+        recorded = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if (
+        existing is not None
+        and isinstance(recorded, dict)
+        and recorded.get("settings") == settings
+        and recorded.get("sha256") == existing
+    ):
         return
     records = load_records(str(src)).records
-    train, test = split_by_group(records, exp.vicuna_split["test_fraction"], seed=0)
+    train, test = split_by_group(records, settings["test_fraction"], seed=0)
     data_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(train, train_path)
-    write_jsonl(test, test_path)
-    log.info("vicuna split: %d train rows, %d held-out rows", len(train), len(test))
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".split-") as tmp:
+        made_dir = Path(tmp)
+        write_jsonl(train, made_dir / SPLIT_FILES[0])
+        write_jsonl(test, made_dir / SPLIT_FILES[1])
+        made = split_digest(made_dir)
+        if existing is not None and existing != made:
+            was = recorded.get("settings") if isinstance(recorded, dict) else None
+            raise SplitMismatchError(
+                f"{data_dir} holds a Vicuna split that the {exp.name} preset's vicuna_split "
+                f"({src}, test_fraction {settings['test_fraction']}) does not make "
+                f"({'made with ' + json.dumps(was) if was else 'its settings not recorded'}; "
+                f"now {json.dumps(settings)}): the finished work in {data_dir.parent} was "
+                "trained and evaluated on it; use another --out"
+            )
+        if existing is None:
+            for name in SPLIT_FILES:
+                os.replace(made_dir / name, data_dir / name)
+            log.info("vicuna split: %d train rows, %d held-out rows", len(train), len(test))
+    record = {"source": str(src), "settings": settings, "sha256": made}
+    record_path.write_text(json.dumps(record, indent=2))
 
 
 def _fill(spec: str | None, data_dir: Path) -> str | None:
@@ -307,16 +394,32 @@ RESTART_KEYS = ("resume", "overwrite", "save_steps", "save_final", "save_total_l
 
 #: Config keys added after finished runs were recorded, each with the value at which the
 #: code computes what it computed before the key existed. At that value a key is left out of
-#: the fingerprints, so the records written before it still match.
-#: (``disable_dropout: True`` computes as before for a run without LoRA on a model without
-#: dropout: every preset's RL runs.)
+#: the fingerprints, so the records written before it still match -- where that depends on
+#: the rest of the config, only when :data:`ADDED_KEYS_WHEN` says so.
 ADDED_KEYS: dict[str, Any] = {"raft_lambda_p": 0.0, "disable_dropout": True}
+
+#: For a key of :data:`ADDED_KEYS` whose value computes as before only in some configs: the
+#: test of the config. ``disable_dropout: True`` computes as before for a run without LoRA on
+#: a model without dropout (every preset's RL runs); a LoRA run recorded before the key
+#: trained with its ``lora_dropout`` active, so there the key stays in the fingerprint.
+ADDED_KEYS_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "disable_dropout": lambda config: not config.get("lora"),
+}
 
 
 def train_fingerprint(config: dict[str, Any], root: Path) -> Any:
     """The portable fingerprint of a training run with ``config`` (see :func:`portable`),
-    without :data:`RESTART_KEYS` and without :data:`ADDED_KEYS` at their former value."""
+    without :data:`RESTART_KEYS` and without :data:`ADDED_KEYS` at their former value. (What
+    :func:`train_run` compares adds the starting run's fingerprint and the data split's
+    digest: :func:`run_fingerprint`.)"""
     return _without_restart_keys(portable({"config": config}, root))
+
+
+def _at_former_value(key: str, value: Any, config: dict[str, Any]) -> bool:
+    if key not in ADDED_KEYS or value != ADDED_KEYS[key]:
+        return False
+    when = ADDED_KEYS_WHEN.get(key)
+    return when is None or when(config)
 
 
 def _without_restart_keys(fingerprint: Any) -> Any:
@@ -326,20 +429,91 @@ def _without_restart_keys(fingerprint: Any) -> Any:
     kept = {
         k: v
         for k, v in config.items()
-        if k not in RESTART_KEYS and not (k in ADDED_KEYS and v == ADDED_KEYS[k])
+        if k not in RESTART_KEYS and not _at_former_value(k, v, config)
     }
     return {**fingerprint, "config": kept}
+
+
+def _in_home(path: Any, home: Path) -> Path | None:
+    """A portable path (``{out}/...``) as a path inside ``home``; ``None``: not one."""
+    if not isinstance(path, str) or not path.startswith("{out}/"):
+        return None
+    return home / path.removeprefix("{out}/")
+
+
+#: How many warm starts deep :func:`_resolve` follows a record's starting runs.
+_MAX_CHAIN = 32
+
+
+def _resolve(fingerprint: Any, home: Path, written_ns: int, depth: int = 0) -> Any:
+    """The fingerprint a record in the output dir ``home``, written at ``written_ns``, stands
+    for: portable, without the keys :func:`_without_restart_keys` drops, and with the keys
+    added since older records were written filled in from ``home``:
+
+    - ``data_split``: the digest of the Vicuna split ``home`` holds (:func:`split_digest`;
+      :func:`prepare_data` never remakes a dir's split, so it is the one the work used);
+    - ``init_fingerprint`` of a warm-started run: the resolved fingerprint of the starting
+      run recorded in ``home``, if that record is not newer than this one (a starting run
+      trained again, or copied in, since this run was trained is not the one it started
+      from: ``None``, the record stands for nothing).
+    """
+    fp = _without_restart_keys(portable(fingerprint, home))
+    if not isinstance(fp, dict):
+        return fp
+    fp = dict(fp)
+    if "data_split" not in fp:
+        split = split_digest(home / DATA_DIR)
+        if split is not None:
+            fp["data_split"] = split
+    config = fp.get("config")
+    init = config.get("init_from") if isinstance(config, dict) else None
+    if init and "init_fingerprint" not in fp:
+        parent = _in_home(init, home)
+        if parent is None or depth >= _MAX_CHAIN:
+            return None
+        try:
+            if (parent / DONE_FILE).stat().st_mtime_ns > written_ns:
+                return None
+        except OSError:
+            return None
+        fp["init_fingerprint"] = _recorded(parent, home, depth + 1)
+        if fp["init_fingerprint"] is None:
+            return None
+    return fp
+
+
+def _read_record(path: Path) -> tuple[dict[str, Any], int] | None:
+    """A finished-work record and the time it was written; ``None``: none readable."""
+    try:
+        saved = json.loads(path.read_text())
+        written_ns = path.stat().st_mtime_ns
+    except (OSError, ValueError):
+        return None
+    return (saved, written_ns) if isinstance(saved, dict) else None
+
+
+def _recorded(run_dir: Path, home: Path, depth: int = 0) -> Any:
+    """The resolved fingerprint (:func:`_resolve`) of the finished work recorded in
+    ``run_dir``, inside the output dir ``home``; ``None``: no record, or one that stands for
+    nothing."""
+    record = _read_record(run_dir / DONE_FILE)
+    if record is None:
+        return None
+    saved, written_ns = record
+    return _resolve(saved.get("fingerprint"), home, written_ns, depth)
 
 
 def _finished(path: Path, wanted: Any, home: Path) -> float | None:
     """The seconds the finished work recorded at ``path`` took, if it was done with the
     portable fingerprint ``wanted``; ``None``: not done, or done differently. ``home`` is the
-    output dir the record sits in (older records, with absolute paths, match too)."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
+    output dir the record sits in (older records, with absolute paths, match too; records
+    older than a fingerprint key: :func:`_resolve`)."""
+    record = _read_record(path)
+    if record is None:
         return None
-    same = _without_restart_keys(portable(saved.get("fingerprint"), home)) == wanted
+    saved, written_ns = record
+    fp = _resolve(saved.get("fingerprint"), home, written_ns)
+    same = fp is not None and fp == wanted
     return float(saved.get("seconds", 0.0)) if same else None
 
 
@@ -455,6 +629,22 @@ def _train_seconds(out: Path, default: float) -> float:
         return default
 
 
+def run_fingerprint(
+    config: dict[str, Any], root: Path, init: Path | None, data_dir: Path
+) -> dict[str, Any]:
+    """What a training run with ``config`` in the output dir ``root`` is compared by: its
+    :func:`train_fingerprint`; for a warm start from the run dir ``init``, that run's
+    recorded fingerprint (``init_fingerprint``: its path alone does not say which training
+    made it); with a Vicuna split in ``data_dir``, the split's digest (``data_split``)."""
+    wanted: dict[str, Any] = dict(train_fingerprint(config, root))
+    if init is not None:
+        wanted["init_fingerprint"] = _recorded(init, root)
+    split = split_digest(data_dir)
+    if split is not None:
+        wanted["data_split"] = split
+    return wanted
+
+
 def train_run(
     exp: Experiment,
     run: RunSpec,
@@ -478,7 +668,7 @@ def train_run(
         preset=exp.train_preset,
         overrides=train_overrides(exp, run, seed, out, init, data_dir),
     )
-    wanted = train_fingerprint(cfg.to_dict(), root)
+    wanted = run_fingerprint(cfg.to_dict(), root, init, data_dir)
     done = _done_before(out, root, reuse, wanted)
     if done is not None:
         return out, done
@@ -518,9 +708,13 @@ def _unfinished_checkpoint(out: Path, wanted: Any, root: Path) -> Path | None:
         return None
     try:
         saved = load_saved_config(ckpt).to_dict()
+        written_ns = ckpt.stat().st_mtime_ns
     except (OSError, ValueError):  # unreadable: train afresh
         return None
-    return ckpt if train_fingerprint(saved, root) == wanted else None
+    # the checkpoint's config names the starting run by its path: it stands for the starting
+    # run recorded now only if that run was recorded before the checkpoint was written
+    started = _resolve({"config": saved}, root, written_ns)
+    return ckpt if started is not None and started == wanted else None
 
 
 def _same_model(model: Path, root: Path, other: Path) -> bool:
@@ -532,11 +726,9 @@ def _same_model(model: Path, root: Path, other: Path) -> bool:
         rel = model.relative_to(root)
     except ValueError:
         return True
-    try:
-        saved = json.loads((model / DONE_FILE).read_text())
-    except (OSError, ValueError):
+    wanted = _recorded(model, root)
+    if wanted is None:
         return False
-    wanted = _without_restart_keys(portable(saved.get("fingerprint"), root))
     return _finished(other / rel / DONE_FILE, wanted, other) is not None
 
 
@@ -577,6 +769,9 @@ def eval_run(
     # move it within rounding: recorded by _mark_done (SAMPLING_RECORD), not part of the
     # settings, so earlier evaluations stay reusable
     settings = {k: v for k, v in ecfg.to_dict().items() if k not in ("reread_cue", "kv_cache")}
+    split = split_digest(data_dir)
+    if split is not None:  # the benchmark files of the split are named by their path only
+        settings["data_split"] = split
     wanted = portable(settings, root)
     metrics_path = out / "metrics.json"
     # the settings name the model by its path only: adopt an evaluation of a run dir only
@@ -697,7 +892,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     out = Path(cfg.out or f"runs/reproduce-{exp.name}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     reuse = reuse_dirs(cfg.reuse)
-    data_dir = out / "data"
+    data_dir = out / DATA_DIR
     prepare_data(exp, data_dir)
     device = str(exp.common.get("device", "auto"))
     seeds = list(range(cfg.first_seed, cfg.first_seed + exp.seeds))

@@ -143,7 +143,8 @@ class Claim:
     ``holds``: the mean says so (``None``: not testable, a run or a benchmark is missing);
     ``significant``: the 95% interval of the seed-paired difference excludes zero too;
     ``difference``: that difference's mean over seeds, ``ci_low``/``ci_high`` its 95% t
-    interval (``None`` with fewer than two seeds).
+    interval (``None`` with fewer than two seeds); ``n``: the seeds the difference rests on
+    (those with a number for both sides; 0: none, or a claim without a difference).
     """
 
     text: str
@@ -153,6 +154,7 @@ class Claim:
     difference: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
+    n: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,13 +165,19 @@ class Claim:
             "difference": self.difference,
             "ci_low": self.ci_low,
             "ci_high": self.ci_high,
+            "n": self.n,
         }
 
 
-def _numbers(d: Summary) -> dict[str, float | None]:
+def _numbers(d: Summary) -> dict[str, Any]:
     """A paired difference as the numeric fields of a :class:`Claim`."""
     two = d.n >= 2 and d.lo is not None and d.hi is not None
-    return {"difference": d.mean, "ci_low": d.lo if two else None, "ci_high": d.hi if two else None}
+    return {
+        "difference": d.mean,
+        "ci_low": d.lo if two else None,
+        "ci_high": d.hi if two else None,
+        "n": d.n,
+    }
 
 
 def fmt_diff(d: Summary, with_n: bool = False) -> str:
@@ -229,8 +237,9 @@ def check_claims(
     def group_mean(run: str, seed: str, group: Sequence[str]) -> float | None:
         return with_average(per_seed[run].get(seed, {}), group, [metric])["average"][metric]
 
-    # the best baseline by mean (one choice for all seeds), then its gap per seed and domain
-    gains: dict[str, list[float | None]] = {"in": [], "out": []}
+    # the best baseline by mean (one choice for all seeds), then its gap per seed and domain;
+    # the best in and out of domain may be different runs, with different seeds
+    gains: dict[str, dict[str, float]] = {"in": {}, "out": {}}
     for name, group in (("in", in_domain), ("out", out_of_domain)):
         means = {b: mean_ci([group_mean(b, s, group) for s in per_seed[b]]).mean for b in baselines}
         scored = [(m, b) for b, m in means.items() if m is not None]
@@ -240,18 +249,15 @@ def check_claims(
         best = max(scored)[1]
         for seed in sorted(set(per_seed[real]) & set(per_seed[best])):
             r, o = group_mean(real, seed, group), group_mean(best, seed, group)
-            gains[name].append(None if r is None or o is None else r - o)
-    g_in, g_out = mean_ci(gains["in"]), mean_ci(gains["out"])
+            if r is not None and o is not None:
+                gains[name][seed] = r - o
+    g_in, g_out = mean_ci(list(gains["in"].values())), mean_ci(list(gains["out"].values()))
     if g_in.mean is None or g_out.mean is None:
         claims.append(Claim(text, None, "a run has no result"))
         return claims
-    more = mean_ci(
-        [
-            o - i
-            for i, o in zip(gains["in"], gains["out"], strict=True)
-            if i is not None and o is not None
-        ]
-    )
+    # out minus in, paired by seed: over the seeds with a gain in both
+    both = sorted(set(gains["in"]) & set(gains["out"]))
+    more = mean_ci([gains["out"][s] - gains["in"][s] for s in both])
     holds = g_out.mean > max(g_in.mean, 0.0)
     sig = (
         holds
