@@ -213,9 +213,11 @@ def prepare_for_training(model: Any, cfg: Any) -> Any:
     if cfg.lora:
         model = apply_lora(model, cfg)
     if getattr(cfg, "disable_dropout", False):  # the RL methods' knob (RolloutConfig)
-        from trl.trainer.utils import disable_dropout_in_model
-
-        disable_dropout_in_model(model)  # every nn.Dropout's p = 0, LoRA's included
+        # every nn.Dropout's p = 0, LoRA's included (what TRL's disable_dropout_in_model does;
+        # not imported from it: the GPU check runs where TRL is not installed)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     model.train()
     return model
 
