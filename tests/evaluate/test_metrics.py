@@ -216,6 +216,7 @@ def test_summarize_predictions_mixed_statuses():
     }
     assert s["mean_leaked_mass"] == pytest.approx(0.2)
     assert s["forced_cue_rate"] == pytest.approx(1 / 6)
+    assert s["retokenized_cue_rate"] == pytest.approx(1 / 6)
     ref = correlation_metrics([1.4, 2.2, 2.6, 4.1, 4.6], [1, 2, 3, 4, 4.33], n_boot=50)
     for k, v in ref.items():
         assert s[k] == v

@@ -408,3 +408,35 @@ def test_a_cue_the_judge_wrote_is_read_from_the_generation_pass(
         assert a["feedback"] == b["feedback"]
         assert a["distribution"] == pytest.approx(b["distribution"], abs=1e-5)
         assert a["expected_score"] == pytest.approx(b["expected_score"], abs=1e-5)
+
+
+def test_without_the_recorder_a_cue_the_judge_wrote_is_read_from_the_kv_cache(
+    tiny_model, tokenizer, monkeypatch, scripted_generate
+):
+    """When the generation pass records no logits (a batch of mixed score scales, or a model
+    whose generation config adds a logits processor before the recorder), a row that wrote its
+    cue is read from the KV cache too: its last token runs again (the whole response was
+    cached: nothing was left to run, and every such row failed)."""
+    vocab = ScoreVocab.from_tokenizer(tokenizer)
+    scripted_generate(
+        tokenizer.encode("Feedback: fine " + vocab.cue_text, add_special_tokens=False),
+        lambda row: row != 1,
+    )
+    monkeypatch.setattr(judge_mod, "CueLogitsRecorder", lambda score_ids: None)
+    records = make_records(3)
+    common = dict(cot=True, max_new_tokens=12, batch_size=8)
+    cached = Judge(tiny_model, tokenizer, cfg(**common)).predict_all(records)
+    assert [r["status"] for r in cached] == ["ok", "forced_cue", "ok"]
+    slow = Judge(tiny_model, tokenizer, cfg(reread_cue=True, **common)).predict_all(records)
+    for a, b in zip(cached, slow, strict=True):
+        assert a["distribution"] == pytest.approx(b["distribution"], abs=1e-5)
+
+
+def test_sampled_chains_of_an_item_do_not_depend_on_its_batch(tiny_model, tokenizer):
+    """``--samples K`` draws each record's chains from its own generator (seed, id)."""
+    records = make_records(4)
+    judge = Judge(tiny_model, tokenizer, cfg(cot=True, samples=2, max_new_tokens=8, seed=0))
+    alone = judge.predict_all(records[:1])[0]
+    together = judge.predict_all(records)[0]
+    assert alone["feedback"] == together["feedback"]
+    assert alone["expected_score"] == pytest.approx(together["expected_score"], abs=1e-5)

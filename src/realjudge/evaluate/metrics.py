@@ -87,6 +87,13 @@ def _field_metrics(
     return correlation_metrics(pred, gold, scale=scale, n_boot=n_boot, seed=seed)
 
 
+def _share(rows: list[dict[str, Any]], status: str) -> float | None:
+    """The share of ``rows`` with ``status`` (``None`` without rows): ``forced_cue``, the cue
+    appended to a feedback that has none; ``retokenized_cue``, a cue the judge wrote, but not
+    as the canonical tokens, cut and written anew."""
+    return sum(r.get("status") == status for r in rows) / len(rows) if rows else None
+
+
 def summarize_predictions(
     rows: list[dict],
     *,
@@ -127,11 +134,8 @@ def summarize_predictions(
         "n_unlabeled": sum(1 for r in ok_rows if r.get("gold") is None),
         "status_counts": dict(sorted(status_counts.items())),
         "mean_leaked_mass": float(np.mean(leaked)) if leaked else None,
-        "forced_cue_rate": (
-            sum(1 for r in ok_rows if r.get("status") == "forced_cue") / len(ok_rows)
-            if ok_rows
-            else None
-        ),
+        "forced_cue_rate": _share(ok_rows, "forced_cue"),
+        "retokenized_cue_rate": _share(ok_rows, "retokenized_cue"),
         "scale": [lo, hi],
     }
     out.update(_field_metrics(ok_rows, "prediction", (lo, hi), n_boot, seed))

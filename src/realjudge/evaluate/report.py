@@ -299,7 +299,9 @@ def _report_markdown(
         _md_table(["status", "rows"], sorted(status.items())) if status else "_no rows_",
         f"Mean leaked probability mass (off the score tokens): "
         f"{format_value(metrics.get('mean_leaked_mass'), 4)}. "
-        f"Forced-cue rate: {format_value(metrics.get('forced_cue_rate'))}.",
+        f"Forced-cue rate (no cue written): {format_value(metrics.get('forced_cue_rate'))}; "
+        f"re-tokenized cue rate (cue written, rewritten canonically): "
+        f"{format_value(metrics.get('retokenized_cue_rate'))}.",
         "## Plots",
         f"![prediction vs gold]({files['scatter'].name})\n\n"
         f"![confusion matrix]({files['confusion'].name})",

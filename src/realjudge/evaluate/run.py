@@ -368,7 +368,8 @@ def format_summary(metrics: dict, out: str | Path | None = None) -> str:
         lines.append(f"{name:<9}{fmt(metrics.get(name))}{ci_txt}")
     lines.append(
         f"leaked mass {fmt(metrics.get('mean_leaked_mass'))}  "
-        f"forced-cue rate {fmt(metrics.get('forced_cue_rate'))}"
+        f"forced-cue rate {fmt(metrics.get('forced_cue_rate'))}  "
+        f"re-tokenized cue rate {fmt(metrics.get('retokenized_cue_rate'))}"
     )
     checks = metrics.get("checks")
     if checks:

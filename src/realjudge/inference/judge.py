@@ -99,6 +99,7 @@ from realjudge.inference.settings import (
 from realjudge.scoring.prompts import render_prompt
 from realjudge.scoring.rail import score_distribution
 from realjudge.scoring.vocab import ScoreVocab
+from realjudge.seeds import derive_seed
 
 __all__ = [
     "BACKENDS",
@@ -305,6 +306,13 @@ class TransformersBackend:
             recorder=recorder,
             state=state,
             kv_cache=resolve_kv_cache(cfg.kv_cache, self.device),
+            # sampled chains drawn per record (seed, id): an item's chains do not depend on
+            # which items share its batch, on --batch-size, --limit or the input's order
+            prompt_seeds=(
+                [derive_seed("judge", cfg.seed, it.record.id) for it in items]
+                if not cfg.greedy and cfg.seed is not None
+                else None
+            ),
         )
         steps = recorder.result() if recorder is not None else None
         partial, dists, reread = [], [], []

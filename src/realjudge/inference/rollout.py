@@ -512,7 +512,9 @@ def logits_after_rollouts(
         raise ValueError(f"{len(rows)} rows for {len(rollouts)} rollouts")
     P = state.prompt_mask.shape[1]
     cached = int(state.cache.get_seq_length()) - P  # generated tokens whose keys/values are cached
-    cuts = [min(r.n_sampled, cached) for r in rollouts]
+    # at least the last token runs again: a rollout whose whole response (its own cue
+    # included) is cached still needs the logits after it
+    cuts = [min(r.n_sampled, cached, len(r.response_ids) - 1) for r in rollouts]
     new = [r.response_ids[c:] for r, c in zip(rollouts, cuts, strict=True)]
     if any(not n for n in new):
         raise ValueError("a rollout adds no token after its generated prefix")

@@ -20,7 +20,7 @@ from accelerate.utils import gather_object
 
 from realjudge.data.embedded import check_items
 from realjudge.data.records import JudgeRecord
-from realjudge.inference.rollout import OK
+from realjudge.inference.rollout import FORCED_CUE, OK, RETOKENIZED_CUE
 from realjudge.scoring.agreement import check_accuracy, correlation_metrics
 from realjudge.train.examples import Example, chunks, shard
 from realjudge.train.objectives import Context, forward_examples, read_scores
@@ -42,10 +42,10 @@ def evaluate(
     mine = shard(idx, rank, world)
     was_training = model.training
     model.eval()
-    results: list[tuple[int, float, float, int, str]] = []
+    results: list[tuple[int, float, float, str, str]] = []
     for part in chunks(mine, cfg.eval_batch_size):
         recs = [records[i] for i in part]
-        forced = [0] * len(part)
+        statuses = [OK] * len(part)
         feedbacks = [""] * len(part)
         if mode == "score":
             rows = [Example(ctx.encoder.score_prompt_ids(r), [], 0, 0, r.gold) for r in recs]
@@ -63,11 +63,11 @@ def evaluate(
                 )
                 for g in groups
             ]
-            forced = [int(g.rollouts[0].status != OK) for g in groups]
+            statuses = [g.rollouts[0].status for g in groups]
             feedbacks = [g.rollouts[0].feedback for g in groups]
         _, fwd = forward_examples(ctx, model, rows)
         _, leaked, y_hat = read_scores(ctx, fwd.score_logits)
-        outs = zip(part, y_hat.tolist(), leaked.tolist(), forced, feedbacks, strict=True)
+        outs = zip(part, y_hat.tolist(), leaked.tolist(), statuses, feedbacks, strict=True)
         results.extend(outs)
     model.train(was_training)
     by_index = {i: (y, lk, f, fb) for i, y, lk, f, fb in gather_object(results)}
@@ -81,7 +81,13 @@ def evaluate(
     }
     out["leaked_mass"] = sum(by_index[i][1] for i in order) / max(1, len(order))
     if mode == "cot":
-        out["forced_cue_rate"] = sum(by_index[i][2] for i in order) / max(1, len(order))
+        # as realjudge eval counts them: the cue appended to a feedback without one, and a
+        # cue the judge wrote but not as the canonical tokens (cut and written anew)
+        for key, status in (
+            ("forced_cue_rate", FORCED_CUE),
+            ("retokenized_cue_rate", RETOKENIZED_CUE),
+        ):
+            out[key] = sum(by_index[i][2] == status for i in order) / max(1, len(order))
         truths = {str(i): t for i in order if (t := check_items(records[i].meta)) is not None}
         fb_rows = [{"id": str(i), "feedback": by_index[i][3], "status": OK} for i in order]
         checks = check_accuracy(fb_rows, truths, n_boot=0)
