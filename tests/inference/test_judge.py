@@ -440,3 +440,18 @@ def test_sampled_chains_of_an_item_do_not_depend_on_its_batch(tiny_model, tokeni
     together = judge.predict_all(records)[0]
     assert alone["feedback"] == together["feedback"]
     assert alone["expected_score"] == pytest.approx(together["expected_score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["llama2", "mistral-legacy"])
+def test_a_sentencepiece_score_prompt_ends_with_the_cue_as_written(legacy):
+    """After a template that ends with a newline, the cue is not given a word-start space of
+    its own: the prompt decodes to the prompt text and the cue."""
+    from sentencepiece_layouts import sentencepiece_tokenizer
+
+    from realjudge.inference.judge import score_prompt_ids
+
+    tok = sentencepiece_tokenizer(legacy)
+    vocab = ScoreVocab.from_tokenizer(tok, "result", (1, 5))
+    for text in ("Judge the response.\n", "Judge the response. "):
+        ids = score_prompt_ids(tok, text, vocab)
+        assert tok.decode(ids) == text + vocab.cue_text

@@ -98,7 +98,7 @@ from realjudge.inference.settings import (
 )
 from realjudge.scoring.prompts import render_prompt
 from realjudge.scoring.rail import score_distribution
-from realjudge.scoring.vocab import ScoreVocab
+from realjudge.scoring.vocab import ScoreVocab, encode_continuation
 from realjudge.seeds import derive_seed
 
 __all__ = [
@@ -141,14 +141,20 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
 def score_prompt_ids(tokenizer: Any, prompt_text: str, vocab: ScoreVocab) -> list[int]:
     """Prompt + score cue, so that the next token is the score.
 
-    When the cue's tokens merge with the end of the template, the cue is laid out on its own
-    instead, so it is always tokenized exactly as the score vocabulary was checked.
+    The text is tokenized whole when the prompt's tokens stay a prefix of it (or the cue's own
+    tokens end it). When the cue's tokens merge with the end of the template, the cue is laid
+    out after the prompt's tokens as it continues their text
+    (:func:`~realjudge.scoring.vocab.encode_continuation`; a SentencePiece tokenizer would
+    open a cue encoded on its own with a word-start space of its own).
     """
     ids = encode_prompt(tokenizer, prompt_text + vocab.cue_text)
     cue = encode_prompt(tokenizer, vocab.cue_text)
-    if ids[-len(cue) :] != cue:
-        ids = encode_prompt(tokenizer, prompt_text) + cue
-    return ids
+    if ids[-len(cue) :] == cue:
+        return ids
+    head = encode_prompt(tokenizer, prompt_text)
+    if ids[: len(head)] == head and len(ids) > len(head):
+        return ids
+    return head + encode_continuation(tokenizer, prompt_text, vocab.cue_text)
 
 
 def _gold(record: Any) -> float | None:
