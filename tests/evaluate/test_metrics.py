@@ -193,7 +193,7 @@ def test_summarize_predictions_mixed_statuses():
         _row(0, 1.0, 1.4, leaked_mass=0.1),
         _row(1, 2.0, 2.2, "forced_cue", leaked_mass=0.3),
         _row(2, 3.0, 2.6, "retokenized_cue"),
-        _row(3, 4.0, 4.1),
+        _row(3, 4.0, 4.1, n_decode_fallback=2),
         _row(4, 5.0, None, "error: CUDA out of memory"),
         _row(5, 5.0, None, "error: timeout"),
         _row(6, None, None, "bad_row"),
@@ -217,6 +217,7 @@ def test_summarize_predictions_mixed_statuses():
     assert s["mean_leaked_mass"] == pytest.approx(0.2)
     assert s["forced_cue_rate"] == pytest.approx(1 / 6)
     assert s["retokenized_cue_rate"] == pytest.approx(1 / 6)
+    assert s["n_decode_fallback"] == 2
     ref = correlation_metrics([1.4, 2.2, 2.6, 4.1, 4.6], [1, 2, 3, 4, 4.33], n_boot=50)
     for k, v in ref.items():
         assert s[k] == v

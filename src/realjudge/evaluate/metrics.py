@@ -136,6 +136,8 @@ def summarize_predictions(
         "mean_leaked_mass": float(np.mean(leaked)) if leaked else None,
         "forced_cue_rate": _share(ok_rows, "forced_cue"),
         "retokenized_cue_rate": _share(ok_rows, "retokenized_cue"),
+        # decode mode: samples whose written score could not be read (argmax of p instead)
+        "n_decode_fallback": sum(int(r.get("n_decode_fallback") or 0) for r in ok_rows),
         "scale": [lo, hi],
     }
     out.update(_field_metrics(ok_rows, "prediction", (lo, hi), n_boot, seed))

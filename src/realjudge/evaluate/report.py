@@ -301,7 +301,13 @@ def _report_markdown(
         f"{format_value(metrics.get('mean_leaked_mass'), 4)}. "
         f"Forced-cue rate (no cue written): {format_value(metrics.get('forced_cue_rate'))}; "
         f"re-tokenized cue rate (cue written, rewritten canonically): "
-        f"{format_value(metrics.get('retokenized_cue_rate'))}.",
+        f"{format_value(metrics.get('retokenized_cue_rate'))}."
+        + (
+            f" Decode fallbacks (samples whose written score could not be read: the argmax of "
+            f"p instead): {metrics['n_decode_fallback']}."
+            if metrics.get("n_decode_fallback")
+            else ""
+        ),
         "## Plots",
         f"![prediction vs gold]({files['scatter'].name})\n\n"
         f"![confusion matrix]({files['confusion'].name})",
