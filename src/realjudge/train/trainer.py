@@ -766,16 +766,14 @@ def zero_loss(model: Any) -> torch.Tensor:
 
 
 def grad_norm(acc: Any, model: Any, max_norm: float) -> float | None:
-    """The global gradient norm, clipped to ``max_norm`` when that is > 0; with an fp16
-    GradScaler the gradients are unscaled first (also without clipping), which records the
-    scaler's inf check for its ``step`` / ``update``."""
-    if max_norm and max_norm > 0:
-        norm = acc.clip_grad_norm_(model.parameters(), max_norm)
-    else:
-        if getattr(acc, "scaler", None) is not None:
-            acc.unscale_gradients()
-        grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-        norm = torch.stack(grads).norm() if grads else None
+    """The global gradient norm, clipped to ``max_norm`` when that is > 0. Without clipping
+    it is read the same way, through accelerate's ``clip_grad_norm_`` with an infinite bound
+    (the gradients are multiplied by exactly 1): the norm over every process's shard under
+    FSDP, the unscaled one with an fp16 GradScaler (which records the scaler's inf check for
+    its ``step`` / ``update``); ``None`` where the engine keeps the gradients (DeepSpeed)."""
+    norm = acc.clip_grad_norm_(
+        model.parameters(), max_norm if max_norm and max_norm > 0 else float("inf")
+    )
     if norm is None:
         return None
     return float(norm.item() if isinstance(norm, torch.Tensor) else norm)
