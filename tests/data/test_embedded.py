@@ -157,6 +157,18 @@ def test_validation_is_held_out_from_the_train_generator(data):
     assert generate_embedded("validation") == val  # deterministic
 
 
+def test_a_larger_train_split_skips_the_validation_questions(data):
+    """Past its default 2000 records, train skips the questions kept for validation (it used
+    to take them: data_limit=3000 held the whole validation split); up to 2000 it is the same."""
+    big = generate_embedded("train", n=3000)
+    val = generate_embedded("validation", n=1000)
+    assert not {r.instruction for r in big} & {r.instruction for r in val}
+    assert not {r.id for r in big} & {r.id for r in val}
+    assert generate_embedded("train", n=2000) == data["train"]
+    with pytest.raises(ValueError, match="at most 1000"):
+        generate_embedded("validation", n=1001)
+
+
 def test_ood_is_a_different_family_and_rubric(data):
     assert {r.meta["family"] for r in data["ood"]} == {"facts"}
     assert {r.meta["family"] for r in data["train"] + data["test"]} == {"checklist"}

@@ -49,6 +49,10 @@ __all__ = [
 ]
 
 DEFAULT_SIZES = {"train": 2000, "validation": 200, "test": 200, "ood": 200}
+#: Questions of the train generator kept for the validation split, right after the default
+#: train split's: a larger train split skips them, so validation never overlaps train (at
+#: most 5 x this many validation records).
+VALIDATION_QUESTIONS = 200
 
 N_REQUIRED = 4
 
@@ -626,7 +630,8 @@ def generate_embedded(
 
     ``split`` is ``"train"`` or ``"test"`` (the checklist family; disjoint item categories),
     ``"validation"`` (held out from the train generator: the questions right after the
-    default train split's, with train's categories -- for tuning, never the test split) or
+    default train split's, with train's categories -- for tuning, never the test split; a train
+    split larger than the default skips them, :data:`VALIDATION_QUESTIONS`) or
     ``"ood"`` (the facts family). ``n`` defaults to :data:`DEFAULT_SIZES`. The output depends
     only on ``(split, n, seed)``; score counts 1..5 differ by at most one (equal when ``n`` is
     a multiple of 5). Records of one question share ``group_id``.
@@ -636,13 +641,22 @@ def generate_embedded(
     n = DEFAULT_SIZES[split] if n is None else int(n)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    source, skip = split, 0
+    train_questions = -(-DEFAULT_SIZES["train"] // 5)
+    source, skip, reserve = split, 0, 0
     if split == "validation":
         # held out from the train generator: the questions that come after the default train
         # split's (the generator draws question by question; train's own records are unchanged)
-        source, skip = "train", -(-DEFAULT_SIZES["train"] // 5)
+        source, skip = "train", train_questions
+        if -(-n // 5) > VALIDATION_QUESTIONS:
+            raise ValueError(
+                f"the validation split has at most {5 * VALIDATION_QUESTIONS} records, got {n}"
+            )
     rng = random.Random(f"realjudge-embedded/{source}/{seed}")
     n_questions = skip + -(-n // 5)
+    if split == "train" and n_questions > train_questions:
+        # past the default size, train skips the questions kept for validation
+        reserve = VALIDATION_QUESTIONS
+        n_questions += reserve
     records: list[JudgeRecord] = []
     seen: set[str] = set()
     q = 0
@@ -696,6 +710,8 @@ def generate_embedded(
                     )
                 )
         q += 1
+    if reserve:
+        del records[train_questions * 5 : (train_questions + reserve) * 5]
     if skip:
         records = records[skip * 5 :]
         rng = random.Random(f"realjudge-embedded/{split}/{seed}")
