@@ -778,9 +778,12 @@ def _run_check_launch(args: argparse.Namespace) -> int:
     import json
     import shlex
 
-    from realjudge.train.entry import config_from_args
+    from realjudge.train.entry import config_from_args, list_keys
     from realjudge.train.launch import resolve_launch
 
+    if getattr(args, "list_keys", False):  # as train does: every key, then stop
+        print(list_keys(args))
+        return 0
     cfg = config_from_args(args)
     if args.print_config:  # as train does: the resolved run config, then stop
         print(json.dumps(cfg.to_dict(), indent=2))

@@ -438,3 +438,31 @@ def test_a_deepspeed_file_with_bf16_refuses_an_fp16_run(tmp_path):
     )
     assert [c.run_key for c in plan.conflicts] == ["mixed_precision"]
     assert "bf16" in str(plan.conflicts[0])
+
+
+def test_cpu_num_processes_without_mpirun_is_one_process(capsys):
+    """accelerate's simple launcher runs one process for `--cpu --num_processes N` unless
+    mpirun runs it (--mpirun_hostfile): the plan says so, and no batch conflict is invented."""
+    rc = cli(
+        [
+            "check-launch",
+            "--accelerate-config",
+            str(ACC / "single_gpu.yaml"),
+            "--launch-args",
+            "--cpu --num_processes 2",
+            "--method",
+            "sft",
+            "batch_size=3",
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["num_processes"] == 1 and out["distributed_type"] == "NO"
+
+
+def test_check_launch_lists_the_keys_as_train_does(capsys):
+    acc = str(ACC / "single_gpu.yaml")
+    assert cli(["check-launch", "--accelerate-config", acc, "--method", "real", "--list-keys"]) == 0
+    listed = capsys.readouterr().out
+    assert cli(["train", "--method", "real", "--list-keys"]) == 0
+    assert listed == capsys.readouterr().out and "disable_dropout" in listed

@@ -177,6 +177,10 @@ def accelerate_launch_env(
         elif args.tpu and not args.cpu:
             raise ValueError("TPU launches are not supported by realjudge")
         else:
+            if (args.num_processes or 1) > 1 and not getattr(args, "mpirun_hostfile", None):
+                # accelerate's simple launcher starts ONE process unless mpirun runs it
+                # (--mpirun_hostfile): --cpu --num_processes N alone is one process
+                args.num_processes = 1
             kind = "NO" if (args.num_processes or 1) == 1 else "MULTI_CPU"
             _, env = prepare_simple_launcher_cmd_env(args)
     exported = {k: v for k, v in env.items() if os.environ.get(k) != v}
