@@ -156,7 +156,7 @@ def test_bench_sweep_cli_prints_the_table(tmp_path, capsys):
             "--repeats",
             "1",
             "--warmup",
-            "0",
+            "1",
             "--threads",
             "1",
             "--lora",
@@ -189,6 +189,7 @@ def test_bench_sweep_cli_prints_the_table(tmp_path, capsys):
     [
         ["--group-sizes", "1"],  # a group needs 2 rollouts
         ["--group-sizes", "--prompt-tokens", "--response-tokens"],  # nothing to sweep
+        ["--group-sizes", "2", "--warmup", "0"],  # no untimed step: no optimiser state to restore
     ],
 )
 def test_bench_sweep_cli_rejects_bad_sizes(argv, capsys):

@@ -94,3 +94,11 @@ def test_bench_train_step_cli_prints_ratios_and_writes_json(written_scores, tmp_
     out = json.loads(dest.read_text())
     assert out["config"]["lora"] is True
     _check(out)
+
+
+def test_a_train_step_bench_needs_an_untimed_step():
+    """The untimed step builds the optimiser state every measured step is restored to."""
+    from realjudge.bench.train_step import bench_train_step
+
+    with pytest.raises(ValueError, match="warmup"):
+        bench_train_step(model="tiny", warmup=0)

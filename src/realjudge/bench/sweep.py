@@ -266,8 +266,9 @@ def bench_sweep(
     points = sweep_points(base, group_sizes, prompt_tokens, response_tokens)
     if not points:
         raise ValueError("nothing to sweep: give values for at least one factor")
-    if min(prompts, repeats) < 1 or warmup < 0:
-        raise ValueError("prompts and repeats must be >= 1, warmup >= 0")
+    if min(prompts, repeats, warmup) < 1:
+        # warmup >= 1: the untimed step builds the optimiser state each measured step restores
+        raise ValueError("prompts, repeats and warmup must be >= 1")
     for _, _, p in [("base", 0, base), *points]:
         if p.group_size < 2 or min(p.prompt_tokens, p.response_tokens) < 1:
             raise ValueError(

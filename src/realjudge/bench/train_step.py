@@ -451,8 +451,10 @@ def bench_train_step(
     """
     from realjudge.train.rl import sample_groups
 
-    if min(prompts, group_size, max_new_tokens, repeats) < 1 or warmup < 0:
-        raise ValueError("prompts, group_size, max_new_tokens and repeats must be >= 1")
+    if min(prompts, group_size, max_new_tokens, repeats, warmup) < 1:
+        # warmup >= 1: the untimed step also builds the optimiser state that every measured
+        # step is restored to (with none, AdamW's counts and moments carried over)
+        raise ValueError("prompts, group_size, max_new_tokens, repeats and warmup must be >= 1")
     with train_step_harness(
         model=model,
         data=data,
