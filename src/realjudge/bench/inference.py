@@ -62,11 +62,15 @@ def bench_inference(
         seed=seed,
     )
     tok = loaded.tokenizer
-    if warmup:  # first-call allocations and kernel choices stay out of the timings
-        Judge(loaded.model, tok, base).predict_all(records[:1])
+    judges = {
+        name: Judge(loaded.model, tok, replace(base, **overrides))
+        for name, overrides in INFERENCE_VARIANTS.items()
+    }
+    if warmup:  # first-call allocations and kernel choices stay out of every variant's timing
+        for judge in judges.values():  # (score-only and generation paths differ)
+            judge.predict_all(records[:1])
     results: dict[str, dict[str, Any]] = {}
-    for name, overrides in INFERENCE_VARIANTS.items():
-        judge = Judge(loaded.model, tok, replace(base, **overrides))
+    for name, judge in judges.items():
         rows, seconds = _timed(lambda judge=judge: judge.predict_all(records))
         ok = [r for r in rows if not str(r["status"]).startswith("error")]
         feedback_tokens = [
