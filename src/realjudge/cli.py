@@ -991,7 +991,8 @@ def _add_reproduce(sub: Any) -> None:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="2 steps per run, 4 items per benchmark, one seed (a quick check)",
+        help="2 steps per run, 4 items per benchmark, one seed (a quick check); --set, "
+        "--eval-limit and --seeds given with it still hold",
     )
     p.set_defaults(handler=_run_reproduce)
 

@@ -663,3 +663,16 @@ def test_validation_curves_and_check_curves_are_recorded(tmp_path):
     assert res["curves"]["TRACT+"]["0"]  # periodic evaluation points
     assert res["check_curves"]["TRACT"]["0"]  # CoT evaluation of the embedded task
     assert "TRACT+" in {c["claim"].split(" above ")[-1].split(" (")[0] for c in res["claims"]}
+
+
+def test_explicit_flags_win_over_smoke():
+    """--smoke shrinks the preset; --set, --eval-limit and --seeds given with it still hold."""
+    from realjudge.reproduce.runner import ReproduceConfig, resolve
+
+    over = dict(seeds=3, eval_limit=10, set=["REAL.max_steps=5", "batch_size=4"])
+    exp = resolve(ReproduceConfig(preset="cpu-embedded", smoke=True, **over))
+    real = exp.run("REAL")
+    assert exp.seeds == 3 and {b.limit for b in exp.benchmarks} == {10}
+    assert real.max_steps == 5 and real.overrides["batch_size"] == 4
+    smoke = resolve(ReproduceConfig(preset="cpu-embedded", smoke=True))
+    assert smoke.run("REAL").max_steps == 2 and {b.limit for b in smoke.benchmarks} == {4}

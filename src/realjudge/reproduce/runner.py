@@ -191,6 +191,18 @@ def resolve(cfg: ReproduceConfig) -> Experiment:
         exp.common["device"] = cfg.device
     variants = [variant_run(exp, spec) for spec in cfg.variants]
     exp.runs += variants
+    # --smoke first: the explicit flags below (--set, --eval-limit, --seeds) win over it
+    if cfg.smoke:
+        exp.seeds = 1
+        for r in exp.runs:
+            r.max_steps = min(r.max_steps, 2)
+            r.overrides = {**r.overrides, "batch_size": 2}
+        for b in exp.benchmarks:
+            b.limit = min(b.limit or 4, 4)
+        exp.max_new_tokens = min(exp.max_new_tokens, 24)
+        exp.common["max_new_tokens"] = min(exp.common.get("max_new_tokens", 24), 24)
+        exp.curve_limit = min(exp.curve_limit, 4)
+        exp.curve_points = min(exp.curve_points, 1)
     for item in cfg.set:
         key, value = item.split("=", 1) if "=" in item else (item, "")
         if not value:
@@ -203,21 +215,11 @@ def resolve(cfg: ReproduceConfig) -> Experiment:
             else:
                 r.overrides[key] = parse_value(value)
     for path in cfg.eval_data:
-        exp.benchmarks.append(Benchmark(Path(path).stem, path, None, cfg.eval_limit, "out"))
+        limit = cfg.eval_limit if cfg.eval_limit is not None else (4 if cfg.smoke else None)
+        exp.benchmarks.append(Benchmark(Path(path).stem, path, None, limit, "out"))
     if cfg.eval_limit is not None:
         for b in exp.benchmarks:
             b.limit = cfg.eval_limit
-    if cfg.smoke:
-        exp.seeds = 1
-        for r in exp.runs:
-            r.max_steps = min(r.max_steps, 2)
-            r.overrides = {**r.overrides, "batch_size": 2}
-        for b in exp.benchmarks:
-            b.limit = min(b.limit or 4, 4)
-        exp.max_new_tokens = min(exp.max_new_tokens, 24)
-        exp.common["max_new_tokens"] = min(exp.common.get("max_new_tokens", 24), 24)
-        exp.curve_limit = min(exp.curve_limit, 4)
-        exp.curve_points = min(exp.curve_points, 1)
     if cfg.seeds is not None:
         exp.seeds = cfg.seeds
     if cfg.only:
