@@ -56,7 +56,22 @@ def test_weight_bytes_counts_a_tied_embedding_once(tiny_model):
     )
 
 
-def test_bench_cpu_prints_four_lines_and_writes_json(tmp_path, capsys):
+def test_bench_cpu_prints_four_lines_and_writes_json(tmp_path, capsys, monkeypatch):
+    import realjudge.data.loaders as loaders
+    import realjudge.inference.rollout as rollout
+
+    seeds: dict[str, list] = {"data": [], "rows": []}  # --seed reaches the data and the draws
+    load, sample = loaders.load_records, rollout.sample
+    monkeypatch.setattr(
+        loaders,
+        "load_records",
+        lambda *a, **k: seeds["data"].append(k.get("seed")) or load(*a, **k),
+    )
+    monkeypatch.setattr(
+        rollout,
+        "sample",
+        lambda *a, **k: seeds["rows"].append(k.get("prompt_seeds")) or sample(*a, **k),
+    )
     dest = tmp_path / "cpu.json"
     argv = [
         "bench",
@@ -85,8 +100,13 @@ def test_bench_cpu_prints_four_lines_and_writes_json(tmp_path, capsys):
         "dynamic",
         "--json",
         str(dest),
+        "--seed",
+        "3",
     ]
     assert main(argv) == 0
+    assert seeds["data"] and set(seeds["data"]) == {3}
+    assert [1 for s in seeds["rows"] if s is not None]  # the rollouts' rows are seeded
+    assert all(s != [0, 1] for s in seeds["rows"] if s is not None)  # from --seed
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
     figures = []
     assert len(lines) >= 4

@@ -58,6 +58,7 @@ from dataclasses import replace
 from typing import Any
 
 from realjudge.bench.common import _median, _ratio, write_json
+from realjudge.seeds import derive_seed
 
 SPEEDUP_LINES = (
     ("rollout", "rollout speedup (fast/fp32)"),
@@ -243,7 +244,7 @@ def bench_cpu(
         rollout, groups = _bench_rollouts(model, data, shapes, fast, repeats, seed)
         train = _bench_train(model, data, shapes, mixed, groups, train_repeats, seed)
         evaluation = _bench_eval(
-            model, data, shapes, fast, eval_items, eval_batch_size, repeats, kv_cache
+            model, data, shapes, fast, eval_items, eval_batch_size, repeats, kv_cache, seed
         )
         bandwidth = copy_bandwidth()
     finally:
@@ -367,7 +368,7 @@ def _bench_rollouts(
             top_p=shapes["top_p"],
             stop_strings=h.vocab.stop_strings,
             # each row drawn from its own generator, as the trainer draws rollouts
-            prompt_seeds=list(range(len(prompt_ids))),
+            prompt_seeds=[derive_seed("bench-rollout", seed, i) for i in range(len(prompt_ids))],
         )
         outs: dict[str, list[list[int]]] = {}
 
@@ -453,6 +454,7 @@ def _bench_eval(
     batch_size: int,
     repeats: int,
     kv_cache: str = "auto",
+    seed: int = 0,
 ) -> dict[str, Any]:
     """CoT evaluation (greedy feedback, then the score) as before (fp32 weights, a dynamic
     KV cache, a scoring forward pass over every feedback) and on the fast path (fast weights,
@@ -463,7 +465,7 @@ def _bench_eval(
     from realjudge.inference.settings import resolve_kv_cache
     from realjudge.models import load_model
 
-    records = load_records(data, "test", limit=n, seed=0).records[:n]
+    records = load_records(data, "test", limit=n, seed=seed).records[:n]
     if not records:
         raise ValueError(f"no test records in {data!r}")
     cfg = JudgeConfig(
