@@ -113,10 +113,11 @@ def test_ci_runs_the_install_script_inside_its_own_venv():
     assert ci.index("source .venv/bin/activate") < ci.index("bash scripts/install.sh cpu")
 
 
-def test_an_install_into_another_environment_links_venv_bin_realjudge(project, tmp_path):
-    """The whole script, with a fake environment whose python accepts every pip call: the
-    README's `.venv/bin/realjudge` ends up pointing at that environment's script."""
-    root, bin_dir = project
+def _install_into_fake_env(
+    root: Path, bin_dir: Path, tmp_path: Path, **extra_env: str
+) -> tuple[subprocess.CompletedProcess, Path, list[str]]:
+    """Run the whole install script (cpu target) with an active fake environment whose python
+    accepts every pip call and logs it: the result, the environment, and the logged calls."""
     env = tmp_path / "otherenv"
     (env / "bin").mkdir(parents=True)
     calls = tmp_path / "calls.txt"
@@ -124,15 +125,23 @@ def test_an_install_into_another_environment_links_venv_bin_realjudge(project, t
     (env / "bin" / "python").chmod(0o755)
     r = subprocess.run(
         [BASH, str(root / "scripts" / "install.sh"), "cpu"],
-        env={"PATH": str(bin_dir), "HOME": str(root), "VIRTUAL_ENV": str(env)},
+        env={"PATH": str(bin_dir), "HOME": str(root), "VIRTUAL_ENV": str(env), **extra_env},
         capture_output=True,
         text=True,
         timeout=30,
     )
+    logged = calls.read_text().splitlines() if calls.exists() else []
+    return r, env, logged
+
+
+def test_an_install_into_another_environment_links_venv_bin_realjudge(project, tmp_path):
+    """The whole script, with a fake environment whose python accepts every pip call: the
+    README's `.venv/bin/realjudge` ends up pointing at that environment's script."""
+    root, bin_dir = project
+    r, env, pip_calls = _install_into_fake_env(root, bin_dir, tmp_path)
     assert r.returncode == 0, r.stderr
     link = root / ".venv" / "bin" / "realjudge"
     assert link.is_symlink() and os.readlink(link) == str(env / "bin" / "realjudge")
-    pip_calls = calls.read_text().splitlines()
     assert any("torch==2.13.0" in c for c in pip_calls)
     assert any(c.endswith("-e .[dev]") for c in pip_calls)
 
@@ -156,20 +165,9 @@ def test_cpu_torch_comes_from_the_cpu_index_when_it_answers(project, tmp_path, i
     it is reachable (the fake python answers the probe); REALJUDGE_TORCH_INDEX='' turns it
     off (a machine whose pip config already serves a CPU build)."""
     root, bin_dir = project
-    env = tmp_path / "otherenv"
-    (env / "bin").mkdir(parents=True)
-    calls = tmp_path / "calls.txt"
-    (env / "bin" / "python").write_text(f'#!{BASH}\necho "$*" >> {calls}\n')
-    (env / "bin" / "python").chmod(0o755)
     extra_env = {} if index is None else {"REALJUDGE_TORCH_INDEX": index}
-    r = subprocess.run(
-        [BASH, str(root / "scripts" / "install.sh"), "cpu"],
-        env={"PATH": str(bin_dir), "HOME": str(root), "VIRTUAL_ENV": str(env), **extra_env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r, _, pip_calls = _install_into_fake_env(root, bin_dir, tmp_path, **extra_env)
     assert r.returncode == 0, r.stderr
-    torch_calls = [c for c in calls.read_text().splitlines() if "torch==2.13.0" in c]
+    torch_calls = [c for c in pip_calls if "torch==2.13.0" in c]
     assert len(torch_calls) == 1
     assert ("--extra-index-url https://download.pytorch.org/whl/cpu" in torch_calls[0]) is extra
