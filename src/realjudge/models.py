@@ -301,6 +301,22 @@ def load_tokenizer(spec: str = "embedded") -> Any:
     return tok
 
 
+def load_generation_config(spec: str | Path) -> Any:
+    """The checkpoint's ``generation_config.json`` as a ``transformers.GenerationConfig``
+    (``None`` where it has none): what a model loaded by another engine (vLLM) stops on."""
+    from transformers import GenerationConfig
+
+    path = _embedded_checkpoint() if str(spec) in ("embedded", "tiny") else Path(spec)
+    if path.is_dir():
+        if not (path / "generation_config.json").is_file():
+            return None
+        return GenerationConfig.from_pretrained(str(path))
+    try:  # a hub id
+        return GenerationConfig.from_pretrained(str(spec))
+    except OSError:
+        return None
+
+
 def build_tiny_model(tokenizer: Any, seed: int = 0, hidden: int = 64, layers: int = 2) -> Any:
     """A small random Llama over ``tokenizer``'s vocabulary (tests, smoke runs)."""
     from transformers import LlamaConfig, LlamaForCausalLM

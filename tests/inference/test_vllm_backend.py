@@ -270,3 +270,65 @@ def test_judge_and_vllm_backend_do_not_import_each_other():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_cot_ends_at_the_end_tokens_of_the_checkpoint_generation_config(
+    fake_vllm, tiny_model, tokenizer, tmp_path, monkeypatch
+):
+    """vLLM stops a generation at every ``eos_token_id`` of the checkpoint's
+    generation_config.json, not only the tokenizer's: ``load_judge`` gives the backend the
+    same end tokens, so the feedback ends there and the score is read after a forced cue
+    (before, the end token was read as feedback text and the cue forced after it)."""
+    from transformers import GenerationConfig
+
+    from realjudge.inference import judge as judge_mod
+
+    end = tokenizer.encode(" the", add_special_tokens=False)
+    assert len(end) == 1 and end[0] != tokenizer.eos_token_id
+    end_ids = {tokenizer.eos_token_id, end[0]}
+    ckpt = tmp_path / "judge"
+    tokenizer.save_pretrained(ckpt)
+    GenerationConfig(eos_token_id=sorted(end_ids)).save_pretrained(ckpt)
+
+    class EngineStoppingLLM(FakeLLM):
+        """Cuts each completion after its first generation-config end token, as vLLM does."""
+
+        def _one(self, ids, sp):
+            out = super()._one(ids, sp)
+            for c in out.outputs:
+                cut = next((j for j, t in enumerate(c.token_ids) if t in end_ids), None)
+                if cut is not None:
+                    c.token_ids = c.token_ids[: cut + 1]
+                    c.text = self.tok.decode(c.token_ids, skip_special_tokens=True)
+            return out
+
+    made: list[FakeLLM] = []
+
+    def make_llm(**kw):
+        assert kw["model"] == str(ckpt)
+        made.append(EngineStoppingLLM(tiny_model, tokenizer, {0: [["Fine the rest. [RESULT] 4"]]}))
+        return made[0]
+
+    fake_vllm.LLM = make_llm
+    monkeypatch.setattr(judge_mod, "resolve_backend", lambda backend, model: "vllm")
+    judge = judge_mod.load_judge(str(ckpt), cfg(backend="vllm", cot=True, max_new_tokens=32))
+    assert judge.backend.stop_ids == end_ids
+    rec = records(1)
+    (llm,) = made
+    llm.prompt_order = [tuple(judge.prepare(rec[0]).prompt_ids)]
+    row = judge.predict_all(rec)[0]
+    assert sorted(llm.calls[0][1][0].stop_token_ids) == sorted(end_ids)
+    vocab = ScoreVocab.from_tokenizer(tokenizer)
+    assert row["status"] == "forced_cue"
+    assert row["feedback"] == "Fine" + vocab.forced_cue_text("Fine")
+
+
+def test_load_generation_config_reads_a_checkpoint_or_nothing(tmp_path, tokenizer):
+    from transformers import GenerationConfig
+
+    from realjudge.models import load_generation_config
+
+    assert load_generation_config(tmp_path) is None  # a dir without generation_config.json
+    GenerationConfig(eos_token_id=[2, 7]).save_pretrained(tmp_path)
+    assert load_generation_config(tmp_path).eos_token_id == [2, 7]
+    assert load_generation_config("no-such-org/no-such-model-xyz") is None  # hub unreachable

@@ -393,6 +393,8 @@ class Judge:
     Settings left ``None`` in ``config`` get :data:`~realjudge.inference.settings.FALLBACKS`
     (:func:`load_judge` fills in the model's own first). ``sources`` says where each came from
     (:func:`~realjudge.inference.settings.setting_sources`; :func:`load_judge` passes it).
+    ``generation_config``: the checkpoint's generation config for a ``vllm.LLM``, whose end
+    tokens then end a CoT as they do in vLLM (a transformers model brings its own).
     """
 
     def __init__(
@@ -402,6 +404,7 @@ class Judge:
         config: JudgeConfig | None = None,
         *,
         sources: Mapping[str, str] | None = None,
+        generation_config: Any = None,
     ) -> None:
         config = config or JudgeConfig()
         self.sources = dict(sources) if sources is not None else setting_sources(config, {})
@@ -416,7 +419,9 @@ class Judge:
         if use_vllm:
             from realjudge.inference.vllm_backend import VLLMBackend
 
-            self.backend: Any = VLLMBackend(model, tokenizer, self.config)
+            self.backend: Any = VLLMBackend(
+                model, tokenizer, self.config, generation_config=generation_config
+            )
         else:
             if not _is_torch_model(model):
                 raise TypeError(
@@ -600,7 +605,13 @@ def load_judge(
         path = str(models._embedded_checkpoint()) if model == "embedded" else model
         tokenizer = models.load_tokenizer(path)
         llm = load_llm(path, dtype=dtype, seed=seed)
-        return Judge(llm, tokenizer, replace(config, backend="vllm"), sources=sources)
+        return Judge(
+            llm,
+            tokenizer,
+            replace(config, backend="vllm"),
+            sources=sources,
+            generation_config=models.load_generation_config(path),
+        )
     loaded = models.load_model(model, device=device, dtype=dtype, seed=seed)
     return Judge(
         loaded.model, loaded.tokenizer, replace(config, backend="transformers"), sources=sources

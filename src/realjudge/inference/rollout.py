@@ -52,9 +52,13 @@ class Rollout:
         return self.sampled_score if self.sampled_score is not None else self.parsed_score
 
 
-def stop_token_ids(tokenizer: Any, model: Any = None) -> set[int]:
+def stop_token_ids(tokenizer: Any, model: Any = None, generation_config: Any = None) -> set[int]:
+    """The token ids that end a generation: the tokenizer's end token and every
+    ``eos_token_id`` of the model's generation config, or of ``generation_config`` where the
+    model is not a transformers model (a ``vllm.LLM``; chat models often list several)."""
     ids: set[int] = set()
-    for source in (tokenizer, getattr(model, "generation_config", None)):
+    sources = (tokenizer, getattr(model, "generation_config", None), generation_config)
+    for source in sources:
         eos = getattr(source, "eos_token_id", None)
         if isinstance(eos, int):
             ids.add(eos)

@@ -110,13 +110,14 @@ class VLLMBackend:
         config: JudgeConfig,
         *,
         top_logprobs: int = DEFAULT_TOP_LOGPROBS,
+        generation_config: Any = None,
     ) -> None:
         self.llm = llm
         self.tokenizer = tokenizer
         self.config = config
         self.top_logprobs = top_logprobs
         self.sampling_params_cls = _vllm().SamplingParams
-        self.stop_ids = stop_token_ids(tokenizer)
+        self.stop_ids = stop_token_ids(tokenizer, generation_config=generation_config)
         self.exact_token_logprobs: bool | None = None  # logprob_token_ids supported?
 
     # -- requests ------------------------------------------------------------------------
