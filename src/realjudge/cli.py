@@ -319,6 +319,13 @@ def _add_score(sub: Any) -> None:
         "(default); --no-skip-bad stops at the first one, naming file, row and field, before "
         "the model is loaded",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped run: keep the lines --output already holds for the first "
+        "input rows (a line cut short is graded again) and grade the rest; an --output "
+        "written for another input is refused before the model is loaded",
+    )
     _add_inference_args(p)
     p.set_defaults(handler=_run_score)
 
@@ -336,9 +343,11 @@ def _run_score(args: argparse.Namespace) -> int:
         seed=args.seed,
         split=args.split,
         skip_bad=args.skip_bad,
+        resume=args.resume,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items())
-    print(f"{summary['n_rows']} rows -> {summary['output']} ({counts})")
+    kept = f"; {summary['n_resumed']} kept from before" if args.resume else ""
+    print(f"{summary['n_rows']} rows -> {summary['output']} ({counts}{kept})")
     print(f"reading: {summary['reading']}")
     return 0
 

@@ -75,6 +75,93 @@ def test_score_file_keeps_every_row(tmp_path, tiny_model, tokenizer):
     assert all(r["gold"] is None and r["prediction"] is not None for r in rows[1:])
 
 
+@pytest.mark.parametrize("cot", [False, True])
+def test_score_resume_keeps_the_written_lines_and_ends_as_an_uninterrupted_run(
+    tmp_path, tiny_model, tokenizer, cot
+):
+    """A stopped `score` left 3 whole lines and a torn one: --resume keeps the 3, grades
+    only the rows after them (the torn row again) and the file ends byte for byte as an
+    uninterrupted run's -- sampled chains included, as they are seeded per record."""
+    data = write_jsonl(tmp_path / "in.jsonl", n=6, bad_line_at=2, gold=False)
+    cfg = JudgeConfig(
+        progress=False,
+        backend="transformers",
+        cot=cot,
+        max_new_tokens=6,
+        samples=2,
+        temperature=1.0,
+        seed=3,
+        batch_size=2,
+    )
+    judge = Judge(tiny_model, tokenizer, cfg)
+    whole = tmp_path / "whole.jsonl"
+    score_file(judge, data, whole)
+    lines = whole.read_bytes().splitlines(keepends=True)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"".join(lines[:3]) + lines[3][:10])
+
+    graded: list[str] = []
+    predict = judge.predict
+
+    def counting(records):
+        graded.extend(r.id for r in records)
+        return predict(records)
+
+    judge.predict = counting
+    summary = score_file(judge, data, out, resume=True)
+    assert graded == ["x2", "x3", "x4", "x5"]  # rows 1, 2 (x0, x1) and the bad row 3 kept
+    assert out.read_bytes() == whole.read_bytes()
+    assert summary["n_resumed"] == 3 and summary["n_rows"] == 7 and summary["n_bad_rows"] == 1
+
+    graded.clear()  # a finished output: nothing left to grade
+    assert score_file(judge, data, out, resume=True)["n_resumed"] == 7 and graded == []
+    assert out.read_bytes() == whole.read_bytes()
+
+
+def test_score_resume_refuses_another_inputs_output_before_loading_the_model(tmp_path, monkeypatch):
+    import realjudge.evaluate.run as run
+
+    data = write_jsonl(tmp_path / "in.jsonl", n=3)
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "other", "row": 1, "status": "ok"}) + "\n")
+    monkeypatch.setattr(run, "load_judge", _no_model)
+    with pytest.raises(ValueError, match="line 1 of .* is not this input's row 1"):
+        score_file("tiny", data, out, resume=True)
+    assert json.loads(out.read_text())["id"] == "other"  # left as it was
+
+
+def test_score_resume_without_an_output_grades_everything(tmp_path, tiny_model, tokenizer):
+    data = write_jsonl(tmp_path / "in.jsonl", n=3)
+    judge = Judge(tiny_model, tokenizer, JudgeConfig(progress=False, backend="transformers"))
+    summary = score_file(judge, data, tmp_path / "new" / "out.jsonl", resume=True)
+    assert summary["n_resumed"] == 0 and summary["n_scored"] == 3
+
+
+def test_cli_score_resume_flag(tmp_path, monkeypatch, capsys):
+    import realjudge.evaluate.run as run
+    from realjudge.cli import main
+
+    seen = {}
+
+    def fake_score_file(model, input, output, config, **kw):
+        seen.update(kw)
+        return {
+            "n_rows": 1,
+            "output": str(output),
+            "status_counts": {"ok": 1},
+            "reading": "score-only RAIL",
+            "n_resumed": 1,
+        }
+
+    monkeypatch.setattr(run, "score_file", fake_score_file)
+    data = write_jsonl(tmp_path / "in.jsonl", n=1)
+    assert (
+        main(["score", "--input", str(data), "--output", str(tmp_path / "o.jsonl"), "--resume"])
+        == 0
+    )
+    assert seen["resume"] is True and "1 kept from before" in capsys.readouterr().out
+
+
 # --- input order ------------------------------------------------------------------------------
 
 

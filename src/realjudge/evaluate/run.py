@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
@@ -148,18 +148,71 @@ def in_input_order(
         pending = next(bad, None)
 
 
-def _stream(judge: Judge, loaded: Any, path: Path) -> list[dict]:
-    """Write one line per input row, in input order; return every row written."""
-    rows: list[dict] = []
+def _stream(
+    judge: Judge, loaded: Any, path: Path, kept: Sequence[dict] = (), end: int = 0
+) -> list[dict]:
+    """Write one line per input row, in input order; return every row written. ``kept``:
+    the lines ``path`` already holds for the first rows, up to byte ``end``
+    (:func:`finished_lines`); only the rows after them are graded."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    positions = loaded.record_rows or range(len(loaded.records))
-    lines = in_input_order(positions, judge.predict(loaded.records), loaded.bad_rows)
-    with path.open("w", encoding="utf-8") as f:
+    positions = list(loaded.record_rows or range(len(loaded.records)))
+    rows = list(kept)
+    done = {r["row"] for r in rows}
+    todo = [j for j, pos in enumerate(positions) if pos not in done]
+    if rows:
+        log.info("resuming %s: %d of its rows were already written", path, len(rows))
+    lines = in_input_order(
+        [positions[j] for j in todo],
+        judge.predict([loaded.records[j] for j in todo]),
+        [b for b in loaded.bad_rows if b.row not in done],
+    )
+    with path.open("r+" if rows else "w", encoding="utf-8") as f:
+        f.seek(end)
+        f.truncate()
         for row in lines:
             row = _clamp_leaked(row)
             _write_line(f, row)
             rows.append(row)
     return rows
+
+
+def finished_lines(path: Path, loaded: Any) -> tuple[list[dict], int]:
+    """The lines of an earlier ``score`` into ``path`` that a resumed one keeps, and the byte
+    offset where they end: the complete lines from the top, as long as each is the line of
+    the input row due at its place (its ``row``, and for a record its ``id``). A last line
+    cut short by a kill is dropped (and graded again). A line that belongs to another input
+    is a ``ValueError``: the file is not this input's output."""
+    if not path.is_file():
+        return [], 0
+    positions = loaded.record_rows or range(len(loaded.records))
+    ids = {pos: rec.id for pos, rec in zip(positions, loaded.records, strict=True)}
+    due = sorted([*ids, *(b.row for b in loaded.bad_rows)])
+    rows: list[dict] = []
+    end = 0
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                break  # cut short
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                break  # a line torn by the kill (or no JSON): graded again from here
+            want = due[len(rows)] if len(rows) < len(due) else None
+            if (
+                not isinstance(row, dict)
+                or row.get("row") != want
+                or (want in ids and row.get("id") != ids[want])
+            ):
+                got = row.get("row") if isinstance(row, dict) else None
+                raise ValueError(
+                    f"--resume: line {n} of {path} is not this input's row {want} "
+                    f"(it holds row {got}, id {row.get('id') if isinstance(row, dict) else None!r}); "
+                    "it was written for another input or reading: pass another --output, "
+                    "or drop --resume to overwrite it"
+                )
+            rows.append(row)
+            end += len(raw)
+    return rows, end
 
 
 def _clamp_leaked(row: dict) -> dict:
@@ -312,6 +365,7 @@ def score_file(
     seed: int = 0,
     split: str | None = None,
     skip_bad: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Grade every row of ``input`` (any format :func:`~realjudge.data.loaders.load_records`
     reads; gold optional) into the JSONL file ``output``; the Python side of ``realjudge score``.
@@ -322,9 +376,12 @@ def score_file(
     the model is loaded); items that fail at inference get ``status: "error: ..."``. ``model``
     is a model spec or an already built :class:`~realjudge.inference.judge.Judge`. An
     ``output`` that is a directory, lies under a file or is ``input`` itself is refused with a
-    ``ValueError`` before anything is read or loaded. Returns
-    counts: ``n_rows``, ``n_scored``, ``n_bad_rows``, ``n_errors``, ``status_counts``,
-    ``output``, and ``reading`` (the reading mode in words).
+    ``ValueError`` before anything is read or loaded. ``resume``: an ``output`` left by a
+    stopped run keeps its lines and only the rows after them are graded
+    (:func:`finished_lines`; sampled chains are seeded per record, so they are those of an
+    uninterrupted run). Returns counts: ``n_rows``, ``n_scored``, ``n_bad_rows``,
+    ``n_errors``, ``n_resumed`` (lines kept), ``status_counts``, ``output``, and ``reading``
+    (the reading mode in words).
     """
     from collections import Counter
 
@@ -333,18 +390,21 @@ def score_file(
     output = check_output_file(output, "output file")
     _refuse_same_file(input, output, "output file")
     loaded = load_records(str(input), split, skip_bad=skip_bad, seed=seed)
+    # another input's output is refused before the model is loaded
+    kept, end = finished_lines(output, loaded) if resume else ([], 0)
     judge = (
         model
         if isinstance(model, Judge)
         else load_judge(model, config or JudgeConfig(), device=device, dtype=dtype, seed=seed)
     )
-    rows = _stream(judge, loaded, Path(output))
+    rows = _stream(judge, loaded, output, kept, end)
     counts = Counter(str(r["status"]).split(":", 1)[0] for r in rows)
     return {
         "n_rows": len(rows),
         "n_scored": sum(counts[s] for s in ("ok", "forced_cue", "retokenized_cue")),
         "n_bad_rows": counts[BAD_ROW],
         "n_errors": counts["error"],
+        "n_resumed": len(kept),
         "status_counts": dict(sorted(counts.items())),
         "output": str(output),
         "reading": judge.reading,
