@@ -406,6 +406,7 @@ def _add_bench(sub: Any) -> None:
     _add_bench_sweep(bench_sub)
     _add_bench_cpu(bench_sub)
     _add_bench_precision(bench_sub)
+    _add_bench_prefix(bench_sub)
 
 
 def _add_step_bench_args(p: argparse.ArgumentParser, repeats: int) -> None:
@@ -647,6 +648,55 @@ def _run_bench_precision(args: argparse.Namespace) -> int:
         json_out=args.json_out,
     )
     _stamp_bench_json(args, "precision")
+    return 0
+
+
+def _add_bench_prefix(bench_sub: Any) -> None:
+    pf = bench_sub.add_parser(
+        "prefix",
+        help="a supervised training step (RAFT, TRACT) with the prompt prefix its mini-batch "
+        "shares run once, against the full pass: time ratio",
+    )
+    pf.add_argument(
+        "--model", default="embedded", help="'embedded', 'tiny' or a checkpoint (default: embedded)"
+    )
+    pf.add_argument("--data", default="embedded", help="data spec (default: embedded)")
+    pf.add_argument(
+        "--methods",
+        nargs="+",
+        default=["raft", "tract"],
+        choices=["sft", "raft", "tract"],
+        help="methods to time (default: raft tract)",
+    )
+    pf.add_argument("--batch-size", type=int, default=8, help="rows per step (default 8)")
+    pf.add_argument(
+        "--freeze-fraction",
+        type=float,
+        default=0.5,
+        help="share of the layers frozen from the bottom, as the main job does (default 0.5)",
+    )
+    pf.add_argument("--rounds", type=int, default=5, help="measured rounds (default 5)")
+    pf.add_argument("--seed", type=int, default=0, help="data and model seed (default 0)")
+    pf.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    _add_bench_json_arg(pf)
+    pf.set_defaults(handler=_run_bench_prefix)
+
+
+def _run_bench_prefix(args: argparse.Namespace) -> int:
+    from realjudge.bench.prefix import bench_prefix
+
+    bench_prefix(
+        model=args.model,
+        data=args.data,
+        methods=args.methods,
+        batch_size=args.batch_size,
+        freeze_fraction=args.freeze_fraction,
+        rounds=args.rounds,
+        seed=args.seed,
+        threads=args.threads,
+        json_out=args.json_out,
+    )
+    _stamp_bench_json(args, "prefix")
     return 0
 
 

@@ -253,6 +253,27 @@ def test_disable_dropout_is_left_out_at_true_only_for_a_run_without_lora(tmp_pat
         assert _finished(record, train_fingerprint(new, root), root) == 3.0
 
 
+def test_a_run_recorded_before_share_prefix_forward_is_not_the_run_its_default_asks_for(
+    tmp_path,
+):
+    """share_prefix_forward=True (the default) computes the same up to rounding, which over a
+    run is other weights: a run recorded before the key existed is the run it asks for only
+    at False."""
+    from realjudge.reproduce.runner import _finished, train_fingerprint
+    from realjudge.train.config import build_config
+
+    root = tmp_path / "r"
+    out = str(root / "seed0" / "SFT")
+    new = build_config("sft", overrides={"out": out}).to_dict()
+    assert new["share_prefix_forward"] is True
+    old = {k: v for k, v in new.items() if k != "share_prefix_forward"}
+    record = tmp_path / "done.json"
+    record.write_text(json.dumps({"fingerprint": {"config": old}, "seconds": 12.0}))
+    assert _finished(record, train_fingerprint(new, root), root) is None
+    off = {**new, "share_prefix_forward": False}
+    assert _finished(record, train_fingerprint(off, root), root) == 12.0
+
+
 def _record(path, fingerprint, seconds, at):
     """Write a finished-work record dated ``at`` (seconds since the epoch)."""
     import os

@@ -283,3 +283,31 @@ def test_grpo_rewards_a_readable_score_whatever_its_tokenisation(setup, tokenize
     metrics = update()
     assert metrics["reward/mean"] == pytest.approx(0.75)
     assert metrics["parse_fail_frac"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("method", ["sft", "raft", "tract"])
+def test_supervised_losses_run_the_prompt_template_once_per_mini_batch(setup, method):
+    """share_prefix_forward (default on): the rows' common prompt prefix -- the template's
+    system message and task description -- runs once, then every row from the rest of its
+    prompt on; the loss is the full pass's up to rounding. Off under gradient checkpointing."""
+    from realjudge.inference.batch import MIN_SHARED_PREFIX
+
+    cfg, ctx, model, objective, items, _ = setup(method, mixed_precision="no")
+    assert cfg.share_prefix_forward and ctx.share_prefix
+    embed = model.get_input_embeddings()
+    widths: list[tuple[int, int]] = []
+    handle = embed.register_forward_hook(lambda _m, a, _o: widths.append(tuple(a[0].shape)))
+    try:
+        with torch.no_grad():
+            shared, _ = objective.loss(ctx, model, items)
+    finally:
+        handle.remove()
+    assert widths[0][0] == 1 and widths[0][1] >= MIN_SHARED_PREFIX  # the prefix, once
+    assert widths[1][0] == len(items)
+    cfg.share_prefix_forward = False
+    assert not ctx.share_prefix
+    with torch.no_grad():
+        full, _ = objective.loss(ctx, model, items)
+    assert shared.item() == pytest.approx(full.item(), rel=1e-5, abs=1e-6)
+    cfg.share_prefix_forward, cfg.gradient_checkpointing = True, True
+    assert not ctx.share_prefix

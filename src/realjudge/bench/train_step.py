@@ -315,7 +315,8 @@ def train_step_harness(
     the accelerator is released then. ``mixed_precision``: the config key (``auto``: as the
     trainer picks it); ``freeze_layers``: the config key (the lower layers and the input
     embeddings frozen, backward stopping above them); ``share_prompt_forward``: the config key
-    (each prompt run once for its rollouts in the training forward)."""
+    (each prompt run once for its rollouts in the training forward), and
+    ``share_prefix_forward`` with it (off: the plain full pass)."""
     import tempfile
     from pathlib import Path
 
@@ -347,6 +348,7 @@ def train_step_harness(
             mixed_precision=mixed_precision,
             freeze_layers=freeze_layers,
             share_prompt_forward=share_prompt_forward,
+            share_prefix_forward=share_prompt_forward,
         )
         acc = make_accelerator(_method_configs(shared, beta)["real"])
         threads_before = torch.get_num_threads()

@@ -144,8 +144,48 @@ def shares_prompts(batch: JudgeBatch, group_size: int) -> bool:
     return True
 
 
+#: The shortest common prompt prefix that :func:`judge_forward` runs once for a whole batch
+#: (``share_prefix``): below it the extra forward call costs more than the tokens it saves.
+MIN_SHARED_PREFIX = 16
+
+
+def common_prefix_len(batch: JudgeBatch) -> int:
+    """How many leading prompt tokens every row of ``batch`` shares (its prompts are
+    left-padded, so each row's prompt starts at its own column), leaving each row at least
+    one prompt token of its own: 0 when the rows share none or the batch has one row."""
+    n, P = batch.input_ids.shape[0], batch.prompt_len
+    lens = batch.attention_mask[:, :P].sum(-1)
+    shortest = int(lens.min()) if n else 0
+    if n < 2 or shortest < 2:
+        return 0
+    columns = (P - lens).unsqueeze(1) + torch.arange(shortest - 1, device=lens.device)
+    aligned = batch.input_ids.gather(1, columns)  # [N, shortest - 1], each from its start
+    same = (aligned == aligned[:1]).all(0)
+    return int(same.long().cumprod(0).sum())
+
+
+def _prefix_layout(batch: JudgeBatch, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prefix's ids ``[1, c]`` and the attention mask ``[N, P+R]`` of a pass that reads
+    the first ``c`` columns from a cache of the shared prefix and the columns from ``c`` on
+    from ``batch``: there a row's own columns before the rest of its prompt (its padding and
+    its copy of the prefix) are masked out."""
+    P = batch.prompt_len
+    lens = batch.attention_mask[:, :P].sum(-1)
+    start = int(P - lens[0])
+    prefix = batch.input_ids[:1, start : start + c]
+    rest_starts = (P - lens + c).unsqueeze(1)  # [N, 1]: column of each row's first own token
+    columns = torch.arange(batch.input_ids.shape[1], device=lens.device).unsqueeze(0)
+    mask = batch.attention_mask * (columns >= rest_starts)
+    mask[:, :c] = 1  # the cached prefix
+    return prefix, mask
+
+
 def judge_forward(
-    model: torch.nn.Module, batch: JudgeBatch, entropy: bool = False, group_size: int = 1
+    model: torch.nn.Module,
+    batch: JudgeBatch,
+    entropy: bool = False,
+    group_size: int = 1,
+    share_prefix: bool = False,
 ) -> JudgeForward:
     """One forward pass; logits are computed only over the response columns (+1).
 
@@ -153,20 +193,38 @@ def judge_forward(
     (:func:`shares_prompts`), each prompt runs once for its group: the KV cache of its columns
     but the last is computed for one row and repeated ``group_size`` times
     (:func:`~realjudge.inference.rollout.shared_prefill`, as the rollouts share their prefill),
-    and every row runs from its prompt's last column on that cache. The same numbers as the
-    full pass up to float rounding; autograd sums the rows' gradients through the repeat."""
-    from realjudge.inference.rollout import cache_kwarg, shared_prefill
+    and every row runs from its prompt's last column on that cache. Otherwise, with
+    ``share_prefix`` and a prompt prefix common to every row of at least
+    :data:`MIN_SHARED_PREFIX` tokens (:func:`common_prefix_len`: a prompt template's system
+    message and task description), the prefix runs once for the batch, its KV cache repeated
+    for every row, and each row runs from the rest of its prompt on. Either way the same
+    numbers as the full pass up to float rounding; autograd sums the rows' gradients through
+    the repeat."""
+    from realjudge.inference.rollout import cache_kwarg, returned_cache, shared_prefill
 
     P, R = batch.prompt_len, batch.response_len
-    start, cached = 0, {}
+    start, cached, mask = 0, {}, batch.attention_mask
     if group_size > 1 and shares_prompts(batch, group_size):
         first = slice(None, None, group_size)
-        ids, mask = batch.input_ids[first, :P], batch.attention_mask[first, :P]
-        cached = {cache_kwarg(model): shared_prefill(model, ids, mask, group_size)}
+        ids, first_mask = batch.input_ids[first, :P], batch.attention_mask[first, :P]
+        cached = {cache_kwarg(model): shared_prefill(model, ids, first_mask, group_size)}
         start = P - 1
+    elif share_prefix and (c := common_prefix_len(batch)) >= MIN_SHARED_PREFIX:
+        prefix, mask = _prefix_layout(batch, c)
+        out = model(
+            input_ids=prefix,
+            attention_mask=torch.ones_like(prefix),
+            position_ids=torch.arange(c, device=prefix.device).unsqueeze(0),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = returned_cache(out)
+        cache.batch_repeat_interleave(batch.input_ids.shape[0])
+        cached = {cache_kwarg(model): cache}
+        start = c
     out = model(
         input_ids=batch.input_ids[:, start:],
-        attention_mask=batch.attention_mask,
+        attention_mask=mask,
         position_ids=batch.position_ids[:, start:],
         logits_to_keep=R + 1,
         use_cache=bool(cached),

@@ -398,7 +398,14 @@ RESTART_KEYS = ("resume", "overwrite", "save_steps", "save_final", "save_total_l
 #: code computes what it computed before the key existed. At that value a key is left out of
 #: the fingerprints, so the records written before it still match -- where that depends on
 #: the rest of the config, only when :data:`ADDED_KEYS_WHEN` says so.
-ADDED_KEYS: dict[str, Any] = {"raft_lambda_p": 0.0, "disable_dropout": True}
+#: (``share_prefix_forward``'s former value is ``False``: its default, ``True``, computes the
+#: same up to float rounding, which over hundreds of steps is other weights, so a run with it
+#: is not one recorded without it.)
+ADDED_KEYS: dict[str, Any] = {
+    "raft_lambda_p": 0.0,
+    "disable_dropout": True,
+    "share_prefix_forward": False,
+}
 
 #: For a key of :data:`ADDED_KEYS` whose value computes as before only in some configs: the
 #: test of the config. ``disable_dropout: True`` computes as before for a run without LoRA on

@@ -125,6 +125,14 @@ class TrainConfig:
             bf16 is fast, see :func:`realjudge.models.pick_mixed_precision`; else none; unless
             ``accelerate launch`` sets it), ``no``, ``bf16`` or ``fp16``.
         gradient_checkpointing: trade compute for activation memory.
+        share_prefix_forward: a forward over a mini-batch whose prompts begin with the same
+            tokens (a prompt template's system message and task description: 67 tokens of
+            the embedded task's ~180) runs that prefix once, its keys and values repeated for
+            every row (gradients summed by autograd), when it is at least
+            ``MIN_SHARED_PREFIX`` (16) tokens long: the same numbers up to float rounding,
+            fewer tokens through the model (``realjudge bench cpu`` measures the supervised
+            step). Off by itself under gradient checkpointing, DeepSpeed ZeRO-3 and FSDP. RL
+            runs share a whole prompt across its rollouts first (``share_prompt_forward``).
         digest_params: at the end, record a SHA-256 of every process's weights in
             ``metrics.json`` (a replica-consistency check for data-parallel runs; one pass
             over the weights; meaningless for sharded FSDP/ZeRO-3 runs).
@@ -183,6 +191,7 @@ class TrainConfig:
     dtype: str = "float32"
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
+    share_prefix_forward: bool = True
     digest_params: bool = False
 
     # -- validation ---------------------------------------------------------------------------

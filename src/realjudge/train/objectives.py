@@ -69,6 +69,18 @@ class Context:
             return 1
         return int(cfg.num_generations)
 
+    @property
+    def share_prefix(self) -> bool:
+        """Whether :func:`forward_examples` runs a prompt prefix common to a whole mini-batch
+        once (``share_prefix_forward``; off under the same conditions as
+        :attr:`prompt_group_size`)."""
+        from realjudge.train.generation import sharding
+
+        cfg = self.cfg
+        if not getattr(cfg, "share_prefix_forward", False) or cfg.gradient_checkpointing:
+            return False
+        return sharding(self.accelerator) is None
+
 
 class Objective(Protocol):
     """One training method. ``passes``: how often the update loop runs over a step's items.
@@ -102,9 +114,12 @@ def forward_examples(
     rows: Sequence[Example],
     entropy: bool = False,
     group_size: int | None = None,
+    share_prefix: bool | None = None,
 ) -> tuple[JudgeBatch, JudgeForward]:
     """:func:`~realjudge.inference.batch.judge_forward` over ``rows`` (prompt + response);
-    ``group_size``: rows per shared prompt (default :attr:`Context.prompt_group_size`)."""
+    ``group_size``: rows per shared prompt (default :attr:`Context.prompt_group_size`);
+    ``share_prefix``: run the rows' common prompt prefix once (default
+    :attr:`Context.share_prefix`)."""
     batch = make_batch(
         [r.prompt_ids for r in rows],
         [r.response_ids for r in rows],
@@ -114,7 +129,12 @@ def forward_examples(
     ).to(ctx.device)
     if group_size is None:
         group_size = ctx.prompt_group_size
-    return batch, judge_forward(model, batch, entropy=entropy, group_size=group_size)
+    if share_prefix is None:
+        share_prefix = ctx.share_prefix
+    fwd = judge_forward(
+        model, batch, entropy=entropy, group_size=group_size, share_prefix=share_prefix
+    )
+    return batch, fwd
 
 
 def read_scores(

@@ -439,8 +439,9 @@ class REALObjective(_RLObjective):
                 for g, r in part
             ]
             # the rows left over are not laid out in groups: the full pass (whether a chunk
-            # happened to hold one prompt's rows must not change the rewards)
-            _, fwd = forward_examples(ctx, model, rows, group_size=1)
+            # happened to hold one prompt's rows, or which prefix its rows share, must not
+            # change the rewards: their rounding would depend on the micro-batch size)
+            _, fwd = forward_examples(ctx, model, rows, group_size=1, share_prefix=False)
             logits = compact_logits(fwd.score_logits, ctx.score_ids).cpu()
             for (_, r), row in zip(part, logits, strict=True):
                 r.cue_logits = row

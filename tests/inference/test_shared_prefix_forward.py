@@ -1,0 +1,98 @@
+"""The forward with the prompt prefix common to a whole batch run once (``judge_forward(...,
+share_prefix=True)``: a prompt template's system message and task description) gives the
+full pass's token log-probs, score logits and gradients, up to float rounding; a batch whose
+rows share fewer than ``MIN_SHARED_PREFIX`` leading tokens takes the full pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from realjudge.inference.batch import (
+    MIN_SHARED_PREFIX,
+    common_prefix_len,
+    judge_forward,
+    make_batch,
+)
+from realjudge.models import load_model
+
+TEMPLATE = list(range(100, 100 + MIN_SHARED_PREFIX + 4))  # 20 shared tokens
+# prompts of different lengths after the template (left padding); one diverges at its first
+# own token only; responses of different lengths (right padding), one empty
+PROMPTS = [
+    TEMPLATE + [5, 6, 7, 8, 9],
+    TEMPLATE + [11, 12],
+    TEMPLATE + [5, 40, 41, 42],
+    TEMPLATE + [50],
+]
+RESPONSES = [[20, 21, 22], [23], [24, 25, 26, 27], []]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    lm = load_model("tiny", device="cpu", dtype="float32")
+    lm.model.train()
+    return lm
+
+
+def _forward_and_grads(model, batch, share_prefix):
+    model.zero_grad()
+    fwd = judge_forward(model, batch, share_prefix=share_prefix)
+    mask = batch.response_mask
+    loss = (fwd.token_logprobs * mask).sum() + fwd.score_logits[:, :64].logsumexp(-1).sum()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return fwd, grads
+
+
+def test_common_prefix_len_aligns_left_padded_rows_at_their_prompt_start():
+    batch = make_batch(PROMPTS, RESPONSES, pad_id=0)
+    assert common_prefix_len(batch) == len(TEMPLATE)
+    # identical prompts: every row keeps its last prompt token
+    assert common_prefix_len(make_batch([PROMPTS[0]] * 2, RESPONSES[:2], 0)) == len(PROMPTS[0]) - 1
+    assert common_prefix_len(make_batch([[1, 2, 3], [4, 2, 3]], [[7], [8]], 0)) == 0
+    assert common_prefix_len(make_batch([PROMPTS[0]], [[7]], 0)) == 0  # one row
+    assert common_prefix_len(make_batch([[1], [1, 2]], [[7], [8]], 0)) == 0  # nothing to spare
+
+
+def test_shared_prefix_forward_equals_the_full_pass(tiny):
+    model = tiny.model
+    batch = make_batch(PROMPTS, RESPONSES, tiny.tokenizer.pad_token_id)
+    full, g_full = _forward_and_grads(model, batch, False)
+    shared, g_shared = _forward_and_grads(model, batch, True)
+    mask = batch.response_mask.bool()
+    torch.testing.assert_close(
+        shared.token_logprobs[mask], full.token_logprobs[mask], rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(shared.score_logits, full.score_logits, rtol=1e-5, atol=1e-5)
+    assert g_full.keys() == g_shared.keys() and g_full
+    for name, g in g_full.items():
+        torch.testing.assert_close(g_shared[name], g, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def _embedded_shapes(model, fn):
+    seen: list[tuple[int, int]] = []
+    handle = model.model.embed_tokens.register_forward_hook(
+        lambda _m, args, _out: seen.append(tuple(args[0].shape))
+    )
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_shared_prefix_runs_once_for_the_batch(tiny):
+    batch = make_batch(PROMPTS, RESPONSES, tiny.tokenizer.pad_token_id)
+    seen = _embedded_shapes(tiny.model, lambda: judge_forward(tiny.model, batch, share_prefix=True))
+    c, width = len(TEMPLATE), batch.input_ids.shape[1]
+    assert seen == [(1, c), (len(PROMPTS), width - c)]
+
+
+def test_a_short_common_prefix_takes_the_full_pass(tiny):
+    short = [p[len(TEMPLATE) - MIN_SHARED_PREFIX + 1 :] for p in PROMPTS]
+    batch = make_batch(short, RESPONSES, tiny.tokenizer.pad_token_id)
+    assert common_prefix_len(batch) == MIN_SHARED_PREFIX - 1
+    seen = _embedded_shapes(tiny.model, lambda: judge_forward(tiny.model, batch, share_prefix=True))
+    assert seen == [tuple(batch.input_ids.shape)]
