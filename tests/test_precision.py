@@ -95,6 +95,11 @@ def test_runtime_environment_says_what_auto_resolves_to(
     assert env["threads"] == torch.get_num_threads() and env["torch"] == torch.__version__
     # an explicit choice is recorded as it is
     assert models.runtime_environment("cpu", "fp16")["train_mixed_precision"] == "fp16"
+    # oneDNN's instruction-set cap is recorded when set (an AMX machine run as an EPYC)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert "onednn_max_cpu_isa" not in models.runtime_environment("cpu")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert models.runtime_environment("cpu")["onednn_max_cpu_isa"] == "AVX512_CORE_BF16"
 
 
 def test_mixed_precision_auto_on_cpu():

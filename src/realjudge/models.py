@@ -259,6 +259,13 @@ def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> 
         "decode_attention": resolved_decode_attention(dev, train),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        # oneDNN's instruction-set cap (ONEDNN_MAX_CPU_ISA), which runs the matrix products
+        # of a newer processor as an older one would (AVX512_CORE_BF16: no AMX), if set
+        **{
+            "onednn_max_cpu_isa": os.environ[key]
+            for key in ("ONEDNN_MAX_CPU_ISA",)
+            if os.environ.get(key)
+        },
     }
 
 
