@@ -247,7 +247,7 @@ def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> 
     dev = pick_device(device)
     on_gpu = dev.type == "cuda"
     train = resolve_mixed_precision(str(mixed_precision), on_gpu)
-    return {
+    env: dict[str, Any] = {
         "cpu": cpu_name(),
         "gpu": torch.cuda.get_device_name(dev) if on_gpu else None,
         "cpu_fast_bf16": native_cpu_bf16(),
@@ -259,14 +259,12 @@ def runtime_environment(device: str = "auto", mixed_precision: str = "auto") -> 
         "decode_attention": resolved_decode_attention(dev, train),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        # oneDNN's instruction-set cap (ONEDNN_MAX_CPU_ISA), which runs the matrix products
-        # of a newer processor as an older one would (AVX512_CORE_BF16: no AMX), if set
-        **{
-            "onednn_max_cpu_isa": os.environ[key]
-            for key in ("ONEDNN_MAX_CPU_ISA",)
-            if os.environ.get(key)
-        },
     }
+    # oneDNN's instruction-set cap, which runs the matrix products of a newer processor as an
+    # older one would (AVX512_CORE_BF16: no AMX), if set
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        env["onednn_max_cpu_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    return env
 
 
 def _embedded_checkpoint() -> Path:
