@@ -130,6 +130,31 @@ def test_score_resume_refuses_another_inputs_output_before_loading_the_model(tmp
     assert json.loads(out.read_text())["id"] == "other"  # left as it was
 
 
+def test_score_resume_refuses_an_output_read_another_way(tmp_path, tiny_model, tokenizer):
+    """score records the reading beside its output (OUT.settings.json); a resumed run with
+    another reading (here a longer feedback limit) would mix two kinds of score, so it is
+    refused and the output left as it was; the same reading resumes."""
+    data = write_jsonl(tmp_path / "in.jsonl", n=3)
+    out = tmp_path / "out.jsonl"
+
+    def judge(**kw):
+        cfg = JudgeConfig(progress=False, backend="transformers", cot=True, max_new_tokens=4)
+        for k, v in kw.items():
+            setattr(cfg, k, v)
+        return Judge(tiny_model, tokenizer, cfg)
+
+    score_file(judge(), data, out)
+    saved = json.loads((tmp_path / "out.jsonl.settings.json").read_text())
+    assert saved["cot"] is True and saved["max_new_tokens"] == 4 and saved["mode"] == "rail"
+    out.write_bytes(b"".join(out.read_bytes().splitlines(keepends=True)[:2]))
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="max_new_tokens 4 then, 8 now"):
+        score_file(judge(max_new_tokens=8), data, out, resume=True)
+    assert out.read_bytes() == before
+    # batch size changes rounding, not the reading: it resumes
+    assert score_file(judge(batch_size=1), data, out, resume=True)["n_resumed"] == 2
+
+
 def test_score_resume_without_an_output_grades_everything(tmp_path, tiny_model, tokenizer):
     data = write_jsonl(tmp_path / "in.jsonl", n=3)
     judge = Judge(tiny_model, tokenizer, JudgeConfig(progress=False, backend="transformers"))

@@ -176,6 +176,57 @@ def _stream(
     return rows
 
 
+#: The :class:`~realjudge.inference.judge.JudgeConfig` keys that decide what a score means,
+#: recorded beside a ``score`` output so that a resumed run does not mix two readings (the
+#: others -- batch size, backend, cache -- change how fast it is computed, or its rounding).
+READING_KEYS = (
+    "mode",
+    "cot",
+    "samples",
+    "normalize",
+    "fmt",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "max_prompt_tokens",
+    "system",
+    "seed",
+)
+
+
+def settings_path(output: Path) -> Path:
+    """Where ``score`` records the reading of ``output``: ``OUT.settings.json`` beside it."""
+    return output.with_name(output.name + ".settings.json")
+
+
+def reading_settings(judge: Judge, model: Any) -> dict[str, Any]:
+    """The model spec (``None`` for a built judge) and :data:`READING_KEYS` as resolved."""
+    return {
+        "model": model if isinstance(model, str) else None,
+        **{k: getattr(judge.config, k) for k in READING_KEYS},
+    }
+
+
+def _check_same_reading(output: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume ``output`` when its recorded reading differs from ``settings``."""
+    path = settings_path(output)
+    if not path.is_file():
+        log.warning(
+            "--resume: %s has no record of how its lines were read; they are kept as if read "
+            "with the settings of this run",
+            output,
+        )
+        return
+    saved = json.loads(path.read_text())
+    changed = [k for k in settings if saved.get(k) != settings[k]]
+    if changed:
+        diff = ", ".join(f"{k} {saved.get(k)!r} then, {settings[k]!r} now" for k in changed)
+        raise ValueError(
+            f"--resume: {output} was graded with other settings ({diff}); its lines would mix "
+            "two readings: resume with the same settings, or pass another --output"
+        )
+
+
 def finished_lines(path: Path, loaded: Any) -> tuple[list[dict], int]:
     """The lines of an earlier ``score`` into ``path`` that a resumed one keeps, and the byte
     offset where they end: the complete lines from the top, as long as each is the line of
@@ -379,7 +430,8 @@ def score_file(
     ``ValueError`` before anything is read or loaded. ``resume``: an ``output`` left by a
     stopped run keeps its lines and only the rows after them are graded
     (:func:`finished_lines`; sampled chains are seeded per record, so they are those of an
-    uninterrupted run). Returns counts: ``n_rows``, ``n_scored``, ``n_bad_rows``,
+    uninterrupted run); the reading it was graded with (:data:`READING_KEYS`, recorded in
+    ``OUT.settings.json``) must be this run's. Returns counts: ``n_rows``, ``n_scored``, ``n_bad_rows``,
     ``n_errors``, ``n_resumed`` (lines kept), ``status_counts``, ``output``, and ``reading``
     (the reading mode in words).
     """
@@ -397,6 +449,11 @@ def score_file(
         if isinstance(model, Judge)
         else load_judge(model, config or JudgeConfig(), device=device, dtype=dtype, seed=seed)
     )
+    settings = reading_settings(judge, model)
+    if kept:
+        _check_same_reading(output, settings)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    settings_path(output).write_text(json.dumps(settings, indent=2) + "\n")
     rows = _stream(judge, loaded, output, kept, end)
     counts = Counter(str(r["status"]).split(":", 1)[0] for r in rows)
     return {
