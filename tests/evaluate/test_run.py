@@ -83,6 +83,12 @@ def test_score_resume_keeps_the_written_lines_and_ends_as_an_uninterrupted_run(
     only the rows after them (the torn row again) and the file ends byte for byte as an
     uninterrupted run's -- sampled chains included, as they are seeded per record."""
     data = write_jsonl(tmp_path / "in.jsonl", n=6, bad_line_at=2, gold=False)
+    lines = data.read_text().splitlines()
+    for i in (0, 1):  # non-ASCII ids in the kept lines: offsets are bytes, not characters
+        r = json.loads(lines[i])
+        r["id"] += "-répondu—答え"
+        lines[i] = json.dumps(r, ensure_ascii=False)
+    data.write_text("\n".join(lines) + "\n")
     cfg = JudgeConfig(
         progress=False,
         backend="transformers",
@@ -109,7 +115,7 @@ def test_score_resume_keeps_the_written_lines_and_ends_as_an_uninterrupted_run(
 
     judge.predict = counting
     summary = score_file(judge, data, out, resume=True)
-    assert graded == ["x2", "x3", "x4", "x5"]  # rows 1, 2 (x0, x1) and the bad row 3 kept
+    assert graded == ["x2", "x3", "x4", "x5"]  # rows 1, 2 (x0..., x1...) and bad row 3 kept
     assert out.read_bytes() == whole.read_bytes()
     assert summary["n_resumed"] == 3 and summary["n_rows"] == 7 and summary["n_bad_rows"] == 1
 

@@ -166,9 +166,10 @@ def _stream(
         judge.predict([loaded.records[j] for j in todo]),
         [b for b in loaded.bad_rows if b.row not in done],
     )
-    with path.open("r+" if rows else "w", encoding="utf-8") as f:
-        f.seek(end)
-        f.truncate()
+    if rows:  # drop what follows the kept lines (a line torn by the kill), in bytes
+        with path.open("r+b") as raw:
+            raw.truncate(end)
+    with path.open("a" if rows else "w", encoding="utf-8") as f:
         for row in lines:
             row = _clamp_leaked(row)
             _write_line(f, row)
