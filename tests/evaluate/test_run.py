@@ -134,6 +134,12 @@ def test_score_resume_refuses_another_inputs_output_before_loading_the_model(tmp
     with pytest.raises(ValueError, match="line 1 of .* is not this input's row 1"):
         score_file("tiny", data, out, resume=True)
     assert json.loads(out.read_text())["id"] == "other"  # left as it was
+    # every row's line, then one more (with no row, or row null): not this input's output
+    whole = [json.dumps({"id": f"x{i}", "row": i + 1, "status": "ok"}) for i in range(3)]
+    for extra in ("{}", json.dumps({"id": None, "row": None})):
+        out.write_text("\n".join([*whole, extra]) + "\n")
+        with pytest.raises(ValueError, match="more lines than the input has rows \\(3\\)"):
+            score_file("tiny", data, out, resume=True)
 
 
 def test_score_resume_refuses_an_output_read_another_way(tmp_path, tiny_model, tokenizer):
@@ -401,3 +407,17 @@ def test_leaked_mass_below_zero_is_written_as_zero(tmp_path, tiny_model, tokeniz
     judge.predict = predict  # type: ignore[method-assign]
     score_file(judge, data, tmp_path / "out.jsonl")
     assert [r["leaked_mass"] for r in read_jsonl(tmp_path / "out.jsonl")] == [0.0, 0.0]
+
+
+def test_reading_settings_name_a_local_checkpoint_by_its_absolute_path(
+    tmp_path, monkeypatch, tiny_model, tokenizer
+):
+    from realjudge.evaluate.run import reading_settings
+
+    judge = Judge(tiny_model, tokenizer, JudgeConfig(progress=False, backend="transformers"))
+    (tmp_path / "ckpt").mkdir()
+    monkeypatch.chdir(tmp_path)
+    names = {reading_settings(judge, m)["model"] for m in ("ckpt", "./ckpt", tmp_path / "ckpt")}
+    assert names == {str((tmp_path / "ckpt").resolve())}
+    assert reading_settings(judge, "embedded")["model"] == "embedded"  # a spec, not a path
+    assert reading_settings(judge, judge)["model"] is None

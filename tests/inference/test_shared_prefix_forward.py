@@ -96,3 +96,44 @@ def test_a_short_common_prefix_takes_the_full_pass(tiny):
     assert common_prefix_len(batch) == MIN_SHARED_PREFIX - 1
     seen = _embedded_shapes(tiny.model, lambda: judge_forward(tiny.model, batch, share_prefix=True))
     assert seen == [tuple(batch.input_ids.shape)]
+
+
+def test_a_sliding_window_model_takes_the_full_pass():
+    """A sliding window counts columns: in the shared-prefix layout a shorter row's own tokens
+    sit further (in columns) from the cached prefix than in positions, so they would see
+    less of it. A model with a window in any layer takes the full pass."""
+    from transformers import LlamaConfig, MistralConfig, MistralForCausalLM, Qwen2Config
+
+    from realjudge.inference.batch import uses_sliding_window
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=24,
+    )
+    model = MistralForCausalLM(config).eval()
+    assert uses_sliding_window(model)
+    batch = make_batch([TEMPLATE + list(range(1, 11)), TEMPLATE + [3]], [[5, 6], [6, 7]], 0)
+    seen = _embedded_shapes(model, lambda: judge_forward(model, batch, share_prefix=True))
+    assert seen == [tuple(batch.input_ids.shape)]
+    with torch.no_grad():
+        full = judge_forward(model, batch)
+        shared = judge_forward(model, batch, share_prefix=True)
+    torch.testing.assert_close(shared.score_logits, full.score_logits, rtol=0, atol=0)
+    # a Qwen config with the window switched off, and a Llama, share the prefix
+    assert not uses_sliding_window(SimpleModel(Qwen2Config()))
+    assert not uses_sliding_window(SimpleModel(LlamaConfig()))
+    assert uses_sliding_window(
+        SimpleModel(Qwen2Config(use_sliding_window=True, sliding_window=32, max_window_layers=0))
+    )
+
+
+class SimpleModel(torch.nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config

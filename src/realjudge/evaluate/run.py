@@ -201,9 +201,15 @@ def settings_path(output: Path) -> Path:
 
 
 def reading_settings(judge: Judge, model: Any) -> dict[str, Any]:
-    """The model spec (``None`` for a built judge) and :data:`READING_KEYS` as resolved."""
+    """The model (a local checkpoint by its absolute path, else its spec; ``None`` for a
+    built judge) and :data:`READING_KEYS` as resolved."""
+    if isinstance(model, str | Path):
+        local = Path(model).expanduser()
+        model = str(local.resolve()) if local.exists() else str(model)
+    else:
+        model = None
     return {
-        "model": model if isinstance(model, str) else None,
+        "model": model,
         **{k: getattr(judge.config, k) for k in READING_KEYS},
     }
 
@@ -249,7 +255,13 @@ def finished_lines(path: Path, loaded: Any) -> tuple[list[dict], int]:
                 row = json.loads(raw)
             except ValueError:
                 break  # a line torn by the kill (or no JSON): graded again from here
-            want = due[len(rows)] if len(rows) < len(due) else None
+            if len(rows) >= len(due):
+                raise ValueError(
+                    f"--resume: {path} holds more lines than the input has rows ({len(due)}): "
+                    "it was written for another input: pass another --output, or drop "
+                    "--resume to overwrite it"
+                )
+            want = due[len(rows)]
             if (
                 not isinstance(row, dict)
                 or row.get("row") != want

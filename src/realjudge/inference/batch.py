@@ -164,6 +164,24 @@ def common_prefix_len(batch: JudgeBatch) -> int:
     return int(same.long().cumprod(0).sum())
 
 
+def uses_sliding_window(model: torch.nn.Module) -> bool:
+    """Whether ``model`` attends through a sliding window in any layer (Mistral, Gemma 2/3, a
+    Qwen config with ``use_sliding_window``). Such a window counts the distance between two
+    tokens in columns, and the shared-prefix layout of :func:`judge_forward` puts a row's
+    own tokens further (in columns) from the cached prefix than they are in positions, so
+    it would change what they see: those models take the full pass."""
+    inner = getattr(model, "module", model)  # DDP
+    config = getattr(inner, "config", None)
+    if config is None:
+        return False
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types:
+        return any("sliding" in str(t) for t in layer_types)
+    window = getattr(text, "sliding_window", None)
+    return bool(window) and getattr(text, "use_sliding_window", True) is not False
+
+
 def _prefix_layout(batch: JudgeBatch, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The prefix's ids ``[1, c]`` and the attention mask ``[N, P+R]`` of a pass that reads
     the first ``c`` columns from a cache of the shared prefix and the columns from ``c`` on
@@ -196,7 +214,8 @@ def judge_forward(
     and every row runs from its prompt's last column on that cache. Otherwise, with
     ``share_prefix`` and a prompt prefix common to every row of at least
     :data:`MIN_SHARED_PREFIX` tokens (:func:`common_prefix_len`: a prompt template's system
-    message and task description), the prefix runs once for the batch, its KV cache repeated
+    message and task description) and no sliding-window attention
+    (:func:`uses_sliding_window`), the prefix runs once for the batch, its KV cache repeated
     for every row, and each row runs from the rest of its prompt on. Either way the same
     numbers as the full pass up to float rounding; autograd sums the rows' gradients through
     the repeat."""
@@ -209,7 +228,11 @@ def judge_forward(
         ids, first_mask = batch.input_ids[first, :P], batch.attention_mask[first, :P]
         cached = {cache_kwarg(model): shared_prefill(model, ids, first_mask, group_size)}
         start = P - 1
-    elif share_prefix and (c := common_prefix_len(batch)) >= MIN_SHARED_PREFIX:
+    elif (
+        share_prefix
+        and (c := common_prefix_len(batch)) >= MIN_SHARED_PREFIX
+        and not uses_sliding_window(model)
+    ):
         prefix, mask = _prefix_layout(batch, c)
         out = model(
             input_ids=prefix,
