@@ -183,14 +183,16 @@ def uses_sliding_window(model: torch.nn.Module) -> bool:
 
 
 def _prefix_layout(batch: JudgeBatch, c: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The prefix's ids ``[1, c]`` and the attention mask ``[N, P+R]`` of a pass that reads
-    the first ``c`` columns from a cache of the shared prefix and the columns from ``c`` on
-    from ``batch``: there a row's own columns before the rest of its prompt (its padding and
-    its copy of the prefix) are masked out."""
+    """Row 0's first ``c + 1`` prompt tokens ``[1, c+1]`` (the shared prefix and one token
+    more, as :func:`~realjudge.inference.rollout.shared_prefill` takes a prompt: it caches
+    all but the last) and the attention mask ``[N, P+R]`` of a pass that reads the first
+    ``c`` columns from that cache and the columns from ``c`` on from ``batch``: there a row's
+    own columns before the rest of its prompt (its padding and its copy of the prefix) are
+    masked out."""
     P = batch.prompt_len
     lens = batch.attention_mask[:, :P].sum(-1)
     start = int(P - lens[0])
-    prefix = batch.input_ids[:1, start : start + c]
+    prefix = batch.input_ids[:1, start : start + c + 1]  # c <= shortest - 1: always there
     rest_starts = (P - lens + c).unsqueeze(1)  # [N, 1]: column of each row's first own token
     columns = torch.arange(batch.input_ids.shape[1], device=lens.device).unsqueeze(0)
     mask = batch.attention_mask * (columns >= rest_starts)
@@ -219,7 +221,7 @@ def judge_forward(
     for every row, and each row runs from the rest of its prompt on. Either way the same
     numbers as the full pass up to float rounding; autograd sums the rows' gradients through
     the repeat."""
-    from realjudge.inference.rollout import cache_kwarg, returned_cache, shared_prefill
+    from realjudge.inference.rollout import cache_kwarg, shared_prefill
 
     P, R = batch.prompt_len, batch.response_len
     start, cached, mask = 0, {}, batch.attention_mask
@@ -234,15 +236,8 @@ def judge_forward(
         and not uses_sliding_window(model)
     ):
         prefix, mask = _prefix_layout(batch, c)
-        out = model(
-            input_ids=prefix,
-            attention_mask=torch.ones_like(prefix),
-            position_ids=torch.arange(c, device=prefix.device).unsqueeze(0),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = returned_cache(out)
-        cache.batch_repeat_interleave(batch.input_ids.shape[0])
+        copies = batch.input_ids.shape[0]
+        cache = shared_prefill(model, prefix, torch.ones_like(prefix), copies)
         cached = {cache_kwarg(model): cache}
         start = c
     out = model(

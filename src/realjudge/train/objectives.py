@@ -53,33 +53,33 @@ class Context:
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
 
+    def _cache_forward(self, key: str) -> bool:
+        """Whether the config's switch ``key`` (``share_prompt_forward``,
+        ``share_prefix_forward``) may run part of a training forward from a KV cache: not
+        under gradient checkpointing (which turns the KV cache off), DeepSpeed ZeRO-3 or FSDP
+        (two forward calls per micro-batch are not verified on sharded weights)."""
+        from realjudge.train.generation import sharding
+
+        cfg = self.cfg
+        if not getattr(cfg, key, False) or cfg.gradient_checkpointing:
+            return False
+        return sharding(self.accelerator) is None
+
     @property
     def prompt_group_size(self) -> int:
         """Rows per prompt for which :func:`forward_examples` runs a shared prompt once: the
         RL configs' ``num_generations`` with ``share_prompt_forward`` (consecutive rows that
-        do not share a prompt fall back to the full pass), else 1. Also 1 under gradient
-        checkpointing (which turns the KV cache off), DeepSpeed ZeRO-3 and FSDP (two forward
-        calls per micro-batch are not verified on sharded weights)."""
-        from realjudge.train.generation import sharding
-
-        cfg = self.cfg
-        if not getattr(cfg, "share_prompt_forward", False) or cfg.gradient_checkpointing:
+        do not share a prompt fall back to the full pass), else 1; 1 where
+        :meth:`_cache_forward` says no."""
+        if not self._cache_forward("share_prompt_forward"):
             return 1
-        if sharding(self.accelerator) is not None:
-            return 1
-        return int(cfg.num_generations)
+        return int(self.cfg.num_generations)
 
     @property
     def share_prefix(self) -> bool:
         """Whether :func:`forward_examples` runs a prompt prefix common to a whole mini-batch
-        once (``share_prefix_forward``; off under the same conditions as
-        :attr:`prompt_group_size`)."""
-        from realjudge.train.generation import sharding
-
-        cfg = self.cfg
-        if not getattr(cfg, "share_prefix_forward", False) or cfg.gradient_checkpointing:
-            return False
-        return sharding(self.accelerator) is None
+        once (``share_prefix_forward``, where :meth:`_cache_forward` allows it)."""
+        return self._cache_forward("share_prefix_forward")
 
 
 class Objective(Protocol):
