@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -11,6 +12,21 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - t0
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """torch runs on ``threads`` threads inside the block (``None`` or 0: as it was) and on
+    its former count after it; yields the count in use."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -57,7 +57,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from realjudge.bench.common import _median, _ratio, write_json
+from realjudge.bench.common import _median, _ratio, torch_threads, write_json
 from realjudge.seeds import derive_seed
 
 SPEEDUP_LINES = (
@@ -237,18 +237,13 @@ def bench_cpu(
         raise ValueError("freeze_layers must be >= 0")
     fast = pick_dtype(torch.device("cpu"), fast_dtype)
     mixed = "bf16" if fast == torch.bfloat16 else "fp16" if fast == torch.float16 else "no"
-    threads_before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads) as threads_used:
         rollout, groups = _bench_rollouts(model, data, shapes, fast, repeats, seed)
         train = _bench_train(model, data, shapes, mixed, groups, train_repeats, seed)
         evaluation = _bench_eval(
             model, data, shapes, fast, eval_items, eval_batch_size, repeats, kv_cache, seed
         )
         bandwidth = copy_bandwidth()
-    finally:
-        torch.set_num_threads(threads_before)
     decode = rollout.pop("decode")
     fraction = fraction_of_bound(decode["weight_bytes"], decode["step_s"], bandwidth)
     out = {
@@ -269,7 +264,7 @@ def bench_cpu(
             "kv_cache": kv_cache,
             "repeats": repeats,
             "train_repeats": train_repeats,
-            "torch_threads": threads or threads_before,
+            "torch_threads": threads_used,
         },
         "rollout": rollout,
         "train": train,

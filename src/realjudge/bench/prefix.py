@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from realjudge.bench.common import _median, _ratio, format_table, write_json
+from realjudge.bench.common import _median, _ratio, format_table, torch_threads, write_json
 
 METHODS = ("raft", "tract")
 
@@ -48,10 +48,9 @@ def _bench_method(
     import tempfile
     from pathlib import Path
 
-    from realjudge.inference.batch import common_prefix_len
+    from realjudge.inference.batch import common_prefix_len, make_batch
     from realjudge.quickstart import inspect_model
     from realjudge.train import build_config
-    from realjudge.train.objectives import forward_examples
     from realjudge.train.trainer import _release, set_up
 
     with tempfile.TemporaryDirectory(prefix="realjudge-bench-") as tmp:
@@ -74,9 +73,10 @@ def _bench_method(
         try:
             records = run.train_records[:batch_size]
             items, _ = run.objective.prepare(run.ctx, run.model, list(enumerate(records)), 0)
-            batch, _ = forward_examples(run.ctx, run.model, items[:batch_size])
-            prompt_tokens = batch.attention_mask[:, : batch.prompt_len].sum(-1).float()
-            prefix = common_prefix_len(batch)
+            rows = items[:batch_size]
+            layout = make_batch([r.prompt_ids for r in rows], [r.response_ids for r in rows], 0)
+            prefix = common_prefix_len(layout)
+            mean_prompt = sum(len(r.prompt_ids) for r in rows) / len(rows)
             for shared in (True, False):  # warm-up, not measured
                 _time_updates(run, items, shared)
             values: dict[str, list[float]] = {"shared": [], "full": []}
@@ -96,7 +96,7 @@ def _bench_method(
         "full_step_s": values["full"],
         "rows": len(items),
         "common_prefix_tokens": prefix,
-        "mean_prompt_tokens": float(prompt_tokens.mean()),
+        "mean_prompt_tokens": mean_prompt,
         "freeze_layers": cfg.freeze_layers,
         "mixed_precision": mixed,
     }
@@ -118,8 +118,6 @@ def bench_prefix(
     """Per method, the median speedup full / shared of one training step over ``rounds``
     rounds (see the module doc); ``freeze_fraction`` of the layers frozen from the bottom, as
     the main job does."""
-    import torch
-
     from realjudge.models import runtime_environment
 
     if rounds < 1 or batch_size < 2:
@@ -127,16 +125,11 @@ def bench_prefix(
     unknown = sorted(set(methods) - {"sft", "raft", "tract"})
     if unknown:
         raise ValueError(f"supervised methods only (sft, raft, tract), got {unknown}")
-    threads_before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads) as threads_used:
         per_method = {
             m: _bench_method(m, model, data, batch_size, freeze_fraction, rounds, seed)
             for m in methods
         }
-    finally:
-        torch.set_num_threads(threads_before)
     out = {
         "speedups": {m: r["speedup"] for m, r in per_method.items()},
         "methods": per_method,
@@ -147,7 +140,7 @@ def bench_prefix(
             "freeze_fraction": freeze_fraction,
             "rounds": rounds,
             "seed": seed,
-            "torch_threads": threads or threads_before,
+            "torch_threads": threads_used,
         },
         "environment": runtime_environment("cpu"),
     }

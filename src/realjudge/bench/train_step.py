@@ -25,6 +25,7 @@ from realjudge.bench.common import (
     _mib,
     _ratio,
     _sync,
+    torch_threads,
     write_json,
 )
 
@@ -320,8 +321,6 @@ def train_step_harness(
     import tempfile
     from pathlib import Path
 
-    import torch
-
     from realjudge.train.trainer import _release, make_accelerator
 
     with tempfile.TemporaryDirectory(prefix="realjudge-bench-") as tmp:
@@ -351,13 +350,10 @@ def train_step_harness(
             share_prefix_forward=share_prompt_forward,
         )
         acc = make_accelerator(_method_configs(shared, beta)["real"])
-        threads_before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
         try:
-            yield TrainStepHarness(acc, shared, beta, data, split, prompts)
+            with torch_threads(threads):
+                yield TrainStepHarness(acc, shared, beta, data, split, prompts)
         finally:
-            torch.set_num_threads(threads_before)
             _release(acc)
 
 
