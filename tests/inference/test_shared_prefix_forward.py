@@ -16,6 +16,8 @@ from realjudge.inference.batch import (
 )
 from realjudge.models import load_model
 
+from ._shared_forward import assert_same_as_the_full_pass, embedded_shapes
+
 TEMPLATE = list(range(100, 100 + MIN_SHARED_PREFIX + 4))  # 20 shared tokens
 # prompts of different lengths after the template (left padding); one diverges at its first
 # own token only; responses of different lengths (right padding), one empty
@@ -36,16 +38,6 @@ def tiny():
     return lm
 
 
-def _forward_and_grads(model, batch, share_prefix):
-    model.zero_grad()
-    fwd = judge_forward(model, batch, share_prefix=share_prefix)
-    mask = batch.response_mask
-    loss = (fwd.token_logprobs * mask).sum() + fwd.score_logits[:, :64].logsumexp(-1).sum()
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return fwd, grads
-
-
 def test_common_prefix_len_aligns_left_padded_rows_at_their_prompt_start():
     batch = make_batch(PROMPTS, RESPONSES, pad_id=0)
     assert common_prefix_len(batch) == len(TEMPLATE)
@@ -59,33 +51,12 @@ def test_common_prefix_len_aligns_left_padded_rows_at_their_prompt_start():
 def test_shared_prefix_forward_equals_the_full_pass(tiny):
     model = tiny.model
     batch = make_batch(PROMPTS, RESPONSES, tiny.tokenizer.pad_token_id)
-    full, g_full = _forward_and_grads(model, batch, False)
-    shared, g_shared = _forward_and_grads(model, batch, True)
-    mask = batch.response_mask.bool()
-    torch.testing.assert_close(
-        shared.token_logprobs[mask], full.token_logprobs[mask], rtol=1e-5, atol=1e-5
-    )
-    torch.testing.assert_close(shared.score_logits, full.score_logits, rtol=1e-5, atol=1e-5)
-    assert g_full.keys() == g_shared.keys() and g_full
-    for name, g in g_full.items():
-        torch.testing.assert_close(g_shared[name], g, rtol=1e-4, atol=1e-4, msg=name)
-
-
-def _embedded_shapes(model, fn):
-    seen: list[tuple[int, int]] = []
-    handle = model.model.embed_tokens.register_forward_hook(
-        lambda _m, args, _out: seen.append(tuple(args[0].shape))
-    )
-    try:
-        fn()
-    finally:
-        handle.remove()
-    return seen
+    assert_same_as_the_full_pass(model, batch, share_prefix=True)
 
 
 def test_shared_prefix_runs_once_for_the_batch(tiny):
     batch = make_batch(PROMPTS, RESPONSES, tiny.tokenizer.pad_token_id)
-    seen = _embedded_shapes(tiny.model, lambda: judge_forward(tiny.model, batch, share_prefix=True))
+    seen = embedded_shapes(tiny.model, lambda: judge_forward(tiny.model, batch, share_prefix=True))
     c, width = len(TEMPLATE), batch.input_ids.shape[1]
     assert seen == [(1, c), (len(PROMPTS), width - c)]
 
@@ -94,7 +65,7 @@ def test_a_short_common_prefix_takes_the_full_pass(tiny):
     short = [p[len(TEMPLATE) - MIN_SHARED_PREFIX + 1 :] for p in PROMPTS]
     batch = make_batch(short, RESPONSES, tiny.tokenizer.pad_token_id)
     assert common_prefix_len(batch) == MIN_SHARED_PREFIX - 1
-    seen = _embedded_shapes(tiny.model, lambda: judge_forward(tiny.model, batch, share_prefix=True))
+    seen = embedded_shapes(tiny.model, lambda: judge_forward(tiny.model, batch, share_prefix=True))
     assert seen == [tuple(batch.input_ids.shape)]
 
 
@@ -119,7 +90,7 @@ def test_a_sliding_window_model_takes_the_full_pass():
     model = MistralForCausalLM(config).eval()
     assert uses_sliding_window(model)
     batch = make_batch([TEMPLATE + list(range(1, 11)), TEMPLATE + [3]], [[5, 6], [6, 7]], 0)
-    seen = _embedded_shapes(model, lambda: judge_forward(model, batch, share_prefix=True))
+    seen = embedded_shapes(model, lambda: judge_forward(model, batch, share_prefix=True))
     assert seen == [tuple(batch.input_ids.shape)]
     with torch.no_grad():
         full = judge_forward(model, batch)

@@ -10,6 +10,8 @@ import torch
 from realjudge.inference.batch import judge_forward, make_batch, shares_prompts
 from realjudge.models import load_model
 
+from ._shared_forward import assert_same_as_the_full_pass, embedded_shapes
+
 G = 3
 # two prompts of different lengths (left padding), responses of different lengths (right
 # padding), one empty
@@ -30,43 +32,17 @@ def _batch(pad_id: int, prompts=PROMPTS, group_size: int = G):
     return make_batch(rows, RESPONSES[: len(rows)], pad_id)
 
 
-def _forward_and_grads(model, batch, group_size):
-    model.zero_grad()
-    fwd = judge_forward(model, batch, group_size=group_size)
-    mask = batch.response_mask
-    loss = (fwd.token_logprobs * mask).sum() + fwd.score_logits[:, :64].logsumexp(-1).sum()
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return fwd, grads
-
-
 def test_shared_prompt_forward_equals_the_full_pass(tiny):
     model = tiny.model
     batch = _batch(tiny.tokenizer.pad_token_id)
     assert shares_prompts(batch, G)
-    full, g_full = _forward_and_grads(model, batch, 1)
-    shared, g_shared = _forward_and_grads(model, batch, G)
-    mask = batch.response_mask.bool()
-    torch.testing.assert_close(
-        shared.token_logprobs[mask], full.token_logprobs[mask], rtol=1e-5, atol=1e-5
-    )
-    torch.testing.assert_close(shared.score_logits, full.score_logits, rtol=1e-5, atol=1e-5)
-    assert g_full.keys() == g_shared.keys() and g_full
-    for name, g in g_full.items():
-        torch.testing.assert_close(g_shared[name], g, rtol=1e-4, atol=1e-4, msg=name)
+    assert_same_as_the_full_pass(model, batch, group_size=G)
 
 
 def test_shared_prompt_forward_runs_each_prompt_once(tiny, monkeypatch):
     model = tiny.model
     batch = _batch(tiny.tokenizer.pad_token_id)
-    seen: list[tuple[int, int]] = []
-    handle = model.model.embed_tokens.register_forward_hook(
-        lambda _m, args, _out: seen.append(tuple(args[0].shape))
-    )
-    try:
-        judge_forward(model, batch, group_size=G)
-    finally:
-        handle.remove()
+    seen = embedded_shapes(model, lambda: judge_forward(model, batch, group_size=G))
     P, R = batch.prompt_len, batch.response_len
     # the prompts but their last column once, then every row from that column on
     assert seen == [(len(PROMPTS), P - 1), (len(PROMPTS) * G, R + 1)]
