@@ -130,8 +130,9 @@ class TrainConfig:
             the embedded task's ~180) runs that prefix once, its keys and values repeated for
             every row (gradients summed by autograd), when it is at least
             ``MIN_SHARED_PREFIX`` (16) tokens long: the same numbers up to float rounding,
-            fewer tokens through the model (``realjudge bench cpu`` measures the supervised
-            step). Off by itself under gradient checkpointing, DeepSpeed ZeRO-3 and FSDP. RL
+            fewer tokens through the model (``realjudge bench prefix`` measures the supervised
+            step). Off by itself under gradient checkpointing, DeepSpeed ZeRO-3 and FSDP, and
+            for models with sliding-window attention (which counts columns, not positions). RL
             runs share a whole prompt across its rollouts first (``share_prompt_forward``).
         digest_params: at the end, record a SHA-256 of every process's weights in
             ``metrics.json`` (a replica-consistency check for data-parallel runs; one pass
