@@ -325,7 +325,8 @@ def _add_score(sub: Any) -> None:
         help="continue a stopped run: keep the lines --output already holds for the first "
         "input rows (a line cut short is graded again) and grade the rest; an --output "
         "written for another input is refused before the model is loaded, one read with other "
-        "settings (OUTPUT.settings.json, written by every run) before any row is graded; "
+        "settings or other weights of the same checkpoint directory (OUTPUT.settings.json, "
+        "written by every run) before any row is graded; "
         "kept lines stay as they are, 'error: ...' rows included",
     )
     _add_inference_args(p)

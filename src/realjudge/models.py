@@ -390,6 +390,39 @@ def read_judge_defaults(spec: str | Path) -> dict[str, Any]:
     return out
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_SAMPLE_BLOCKS, _BLOCK_BYTES = 64, 1 << 16
+
+
+def weights_fingerprint(directory: str | Path) -> str | None:
+    """A short hash that changes when the weights of a local checkpoint change: each weight
+    file directly in ``directory`` (:data:`WEIGHT_SUFFIXES`) by name, size and 64 blocks of
+    64 KiB spread evenly over it, so a checkpoint of any size is read in ~4 MiB per file.
+    Weights trained again into the same directory differ in every block that holds a trained
+    parameter, so their hash differs; copying the directory keeps it. ``None`` for a path that
+    is not a directory or holds no weight file (a spec, a hub id)."""
+    import hashlib
+
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        return None
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with path.open("rb") as f:
+            step = max(size // _SAMPLE_BLOCKS, 1)
+            for offset in range(0, size, step)[:_SAMPLE_BLOCKS]:
+                f.seek(offset)
+                digest.update(f.read(_BLOCK_BYTES))
+            f.seek(max(size - _BLOCK_BYTES, 0))  # the tail, where the last tensors end
+            digest.update(f.read(_BLOCK_BYTES))
+    return digest.hexdigest()[:16]
+
+
 @dataclass
 class LoadedModel:
     """A loaded model; ``judge_defaults``: :func:`read_judge_defaults` of its spec."""

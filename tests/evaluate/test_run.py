@@ -421,3 +421,63 @@ def test_reading_settings_name_a_local_checkpoint_by_its_absolute_path(
     assert names == {str((tmp_path / "ckpt").resolve())}
     assert reading_settings(judge, "embedded")["model"] == "embedded"  # a spec, not a path
     assert reading_settings(judge, judge)["model"] is None
+
+
+def test_weights_fingerprint_changes_with_retrained_weights_not_with_a_copy(tmp_path, tiny_model):
+    """A checkpoint trained again into the same directory has another fingerprint; a copy of
+    it elsewhere the same one; a path without weight files has none."""
+    import shutil
+
+    import torch
+
+    from realjudge.models import weights_fingerprint
+
+    tiny_model.save_pretrained(tmp_path / "ckpt")
+    first = weights_fingerprint(tmp_path / "ckpt")
+    assert first is not None
+    shutil.copytree(tmp_path / "ckpt", tmp_path / "copy")
+    assert weights_fingerprint(tmp_path / "copy") == first
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for p in tiny_model.parameters():
+                p.add_(1e-3)
+        tiny_model.save_pretrained(tmp_path / "ckpt")  # same directory, new weights
+    finally:
+        tiny_model.load_state_dict(state)
+    assert weights_fingerprint(tmp_path / "ckpt") != first
+    (tmp_path / "empty").mkdir()
+    assert weights_fingerprint(tmp_path / "empty") is None
+    assert weights_fingerprint(tmp_path / "missing") is None
+
+
+def test_score_resume_refuses_weights_trained_again_into_the_same_directory(
+    tmp_path, tiny_model, tokenizer, caplog
+):
+    """The reading records the checkpoint's weights: resuming after the checkpoint was
+    retrained in place would mix two judges' scores, so it is refused; a record written
+    before the key existed is not compared on it (warned)."""
+    import torch
+
+    from realjudge.evaluate.run import _check_same_reading, reading_settings, settings_path
+
+    judge = Judge(tiny_model, tokenizer, JudgeConfig(progress=False, backend="transformers"))
+    ckpt = tmp_path / "ckpt"
+    tiny_model.save_pretrained(ckpt)
+    out = tmp_path / "out.jsonl"
+    settings_path(out).write_text(json.dumps(reading_settings(judge, ckpt)))
+    _check_same_reading(out, reading_settings(judge, ckpt))  # unchanged: resumes
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    try:
+        with torch.no_grad():
+            tiny_model.lm_head.weight.mul_(2.0)
+        tiny_model.save_pretrained(ckpt)
+    finally:
+        tiny_model.load_state_dict(state)
+    with pytest.raises(ValueError, match="weights '[0-9a-f]{16}' then"):
+        _check_same_reading(out, reading_settings(judge, ckpt))
+    old = {k: v for k, v in reading_settings(judge, ckpt).items() if k != "weights"}
+    settings_path(out).write_text(json.dumps(old))
+    with caplog.at_level("WARNING"):
+        _check_same_reading(out, reading_settings(judge, ckpt))
+    assert "records no weights" in caplog.text

@@ -202,14 +202,23 @@ def settings_path(output: Path) -> Path:
 
 def reading_settings(judge: Judge, model: Any) -> dict[str, Any]:
     """The model (a local checkpoint by its absolute path, else its spec; ``None`` for a
-    built judge) and :data:`READING_KEYS` as resolved."""
+    built judge), its ``weights`` (:func:`~realjudge.models.weights_fingerprint` of a local
+    checkpoint: weights trained again into the same directory read otherwise) and
+    :data:`READING_KEYS` as resolved."""
+    from realjudge.models import weights_fingerprint
+
+    weights = None
     if isinstance(model, str | Path):
         local = Path(model).expanduser()
-        model = str(local.resolve()) if local.exists() else str(model)
+        if local.exists():
+            model, weights = str(local.resolve()), weights_fingerprint(local)
+        else:
+            model = str(model)
     else:
         model = None
     return {
         "model": model,
+        "weights": weights,
         **{k: getattr(judge.config, k) for k in READING_KEYS},
     }
 
@@ -225,7 +234,11 @@ def _check_same_reading(output: Path, settings: dict[str, Any]) -> None:
         )
         return
     saved = json.loads(path.read_text())
-    changed = [k for k in settings if saved.get(k) != settings[k]]
+    # a key the record predates (``weights``, added after ``--resume``) cannot be compared
+    unknown = [k for k in settings if k not in saved]
+    if unknown:
+        log.warning("--resume: %s records no %s; not compared", path, ", ".join(unknown))
+    changed = [k for k in settings if k in saved and saved[k] != settings[k]]
     if changed:
         diff = ", ".join(f"{k} {saved.get(k)!r} then, {settings[k]!r} now" for k in changed)
         raise ValueError(
