@@ -111,6 +111,14 @@ class ReproduceConfig:
             copied from the first of them that holds it finished with the same config
             (weights are hard-linked where the file system allows).
         command: the command line, recorded in the report.
+        jobs: train this many runs at once, each in a worker process with its share of the
+            threads (and GPUs) -- :mod:`realjudge.reproduce.parallel`; 1: one after the other
+            in this process.
+        only_exact: ``only`` names exactly the rows to run, with their warm starts: the
+            variants are not added, and an empty list runs none (the base model's evaluation
+            only). Set by :mod:`~realjudge.reproduce.parallel` for its workers.
+        write: write ``results.json``, ``results.md`` and the plots (``False``: return the
+            results only, as the workers of ``jobs`` do; their parent gathers).
     """
 
     preset: str = "cpu-embedded"
@@ -128,6 +136,9 @@ class ReproduceConfig:
     launcher: str | None = None
     reuse: list[str] = field(default_factory=list)
     command: str | None = None
+    jobs: int = 1
+    only_exact: bool = False
+    write: bool = True
 
 
 # ---------------------------------------------------------------------------------- resolve
@@ -222,9 +233,10 @@ def resolve(cfg: ReproduceConfig) -> Experiment:
             b.limit = cfg.eval_limit
     if cfg.seeds is not None:
         exp.seeds = cfg.seeds
-    if cfg.only:
+    if cfg.only or cfg.only_exact:
         keep: set[str] = set()
-        for name in [*cfg.only, *(v.name for v in variants)]:
+        named = list(cfg.only or [])
+        for name in named if cfg.only_exact else [*named, *(v.name for v in variants)]:
             r: RunSpec | None = exp.run(name)
             while r is not None and r.name not in keep:
                 keep.add(r.name)
@@ -893,7 +905,21 @@ def reuse_dirs(dirs: Sequence[str]) -> list[Path]:
 
 
 def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
-    """Run the experiment; write and return ``results.json`` (see :mod:`realjudge.reproduce`)."""
+    """Run the experiment; write and return ``results.json`` (see :mod:`realjudge.reproduce`).
+    With ``cfg.jobs > 1`` the runs train in worker processes
+    (:func:`realjudge.reproduce.parallel.run_parallel`)."""
+    if cfg.jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {cfg.jobs}")
+    if cfg.jobs > 1:
+        from realjudge.reproduce.parallel import run_parallel
+
+        return run_parallel(cfg)
+    return _run(cfg)
+
+
+def _run(cfg: ReproduceConfig, started: float | None = None) -> dict[str, Any]:
+    """The runs of ``cfg`` one after the other in this process (finished ones reused), then
+    their results; ``started``: the ``perf_counter`` the total wall time counts from."""
     from realjudge.models import runtime_environment
     from realjudge.reproduce.report import write_results
 
@@ -919,7 +945,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     # the machine and the precision `auto` resolves to, per seed: seeds run in different
     # sessions may land on different machines (see `report --merge`)
     environment: dict[str, dict[str, Any]] = {}
-    t_start = time.perf_counter()
+    t_start = time.perf_counter() if started is None else started
 
     def evaluate_model(model: str, cot: bool, where: Path) -> tuple[dict[str, Any], float]:
         scores, seconds = {}, 0.0
@@ -942,6 +968,10 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
         environment[str(seed)] = runtime_environment(
             device, str(exp.common.get("mixed_precision", "auto"))
         )
+        if cfg.jobs > 1:  # the runs trained in workers, each with its share of the threads
+            from realjudge.reproduce.parallel import threads_per_job
+
+            environment[str(seed)].update(jobs=cfg.jobs, threads=threads_per_job(cfg.jobs))
         trained: dict[str, Path] = {}
         for run in exp.runs:
             if run.method is None:
@@ -1001,4 +1031,4 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
             "points": exp.curve_points,
         },
     }
-    return write_results(results, out)
+    return write_results(results, out) if cfg.write else results
