@@ -338,6 +338,12 @@ def test_merge_records_and_reports_each_seeds_machine(run_dir, tmp_path, caplog)
         "attention, top-p nucleus by sort" in md
     )
     assert md in render_results(mixed)
+    # a seed trained by `reproduce --jobs 2`, on a Xeon run as an EPYC (oneDNN capped)
+    jobs = {**ENV, "cpu": "Intel Xeon", "jobs": 2, "threads": 1}
+    assert precision_of({**jobs, "onednn_max_cpu_isa": "AVX512_CORE_BF16"}).startswith(
+        "Intel Xeon, oneDNN capped at AVX512_CORE_BF16, 2 runs at once of 1 thread each, "
+        "training bf16 autocast"
+    )
     amx = {**ENV, "cpu": "Intel Xeon", "cpu_bf16_features": ["amx_bf16", "avx512_bf16"]}
     assert precision_of(amx).startswith("Intel Xeon (amx_bf16, avx512_bf16), 2 threads")
     del parts[1]["environment"]  # a part exported before seeds recorded their machine

@@ -239,6 +239,12 @@ def precision_of(env: Mapping[str, Any]) -> str:
         where += f" ({', '.join(features)})"
     n = env.get("threads")
     threads = f", {n} thread{'s' if n != 1 else ''}" if n and not env.get("gpu") else ""
+    jobs = env.get("jobs")
+    if jobs and jobs > 1:  # reproduce --jobs: runs side by side, each with its share
+        threads = f", {jobs} runs at once{threads.replace(',', ' of', 1)} each"
+    isa = env.get("onednn_max_cpu_isa")
+    if isa and not env.get("gpu"):  # oneDNN capped at an older processor's instructions
+        where += f", oneDNN capped at {isa}"
     attention = env.get("decode_attention")
     decoding = f", decoding with {attention} attention" if attention else ""
     top_p = env.get("top_p")
