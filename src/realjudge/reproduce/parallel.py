@@ -144,7 +144,7 @@ def run_parallel(cfg: Any) -> dict[str, Any]:
     as described in this module; return the gathered results."""
     import torch
 
-    from realjudge.reproduce.runner import DATA_DIR, _run, prepare_data, resolve
+    from realjudge.reproduce.runner import DATA_DIR, prepare_data, resolve, run_sequential
 
     started = time.perf_counter()
     jobs = cfg.jobs
@@ -153,7 +153,7 @@ def run_parallel(cfg: Any) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     prepare_data(exp, out / DATA_DIR)
     # the starting model's evaluation, once, before any worker needs it
-    _run(replace(cfg, jobs=1, only=[], only_exact=True, write=False, out=str(out)))
+    run_sequential(replace(cfg, jobs=1, only=[], only_exact=True, write=False, out=str(out)))
 
     seeds = list(range(cfg.first_seed, cfg.first_seed + exp.seeds))
     tasks = plan_tasks([(r.name, r.init_from) for r in exp.runs if r.method], seeds)
@@ -233,14 +233,14 @@ def run_parallel(cfg: Any) -> dict[str, Any]:
             )
             + "; the finished runs are kept: run the same command again to go on"
         )
-    return _run(replace(cfg, out=str(out)), started=started)
+    return run_sequential(replace(cfg, out=str(out)), started=started)
 
 
 def _worker(config_file: str) -> None:
-    from realjudge.reproduce.runner import ReproduceConfig, _run
+    from realjudge.reproduce.runner import ReproduceConfig, run_sequential
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    _run(ReproduceConfig(**json.loads(Path(config_file).read_text())))
+    run_sequential(ReproduceConfig(**json.loads(Path(config_file).read_text())))
 
 
 if __name__ == "__main__":

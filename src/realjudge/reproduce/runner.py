@@ -914,10 +914,10 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
         from realjudge.reproduce.parallel import run_parallel
 
         return run_parallel(cfg)
-    return _run(cfg)
+    return run_sequential(cfg)
 
 
-def _run(cfg: ReproduceConfig, started: float | None = None) -> dict[str, Any]:
+def run_sequential(cfg: ReproduceConfig, started: float | None = None) -> dict[str, Any]:
     """The runs of ``cfg`` one after the other in this process (finished ones reused), then
     their results; ``started``: the ``perf_counter`` the total wall time counts from."""
     from realjudge.models import runtime_environment
