@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from realjudge.reproduce.presets import PRESETS
 from realjudge.reproduce.runner import (
     DONE_FILE,
     ReproduceConfig,
+    output_dir,
     portable,
     read_training_signal,
     recorded_sampling,
@@ -697,3 +699,10 @@ def test_explicit_flags_win_over_smoke():
     assert real.max_steps == 5 and real.overrides["batch_size"] == 4
     smoke = resolve(ReproduceConfig(preset="cpu-embedded", smoke=True))
     assert smoke.run("REAL").max_steps == 2 and {b.limit for b in smoke.benchmarks} == {4}
+
+
+def test_output_dir_defaults_to_the_preset_name(tmp_path):
+    cfg = ReproduceConfig(preset="cpu-embedded")
+    assert output_dir(cfg, resolve(cfg)) == (Path("runs") / "reproduce-cpu-embedded").resolve()
+    cfg = ReproduceConfig(preset="cpu-embedded", out=str(tmp_path / "x"))
+    assert output_dir(cfg, resolve(cfg)) == tmp_path / "x"

@@ -110,13 +110,18 @@ def blocked_by_failure(tasks: Sequence[Task], failed: set[tuple[int, str]]) -> l
     return out
 
 
+def threads_each(threads: int, jobs: int) -> int:
+    """The threads each of ``jobs`` workers gets out of ``threads``: an equal share, at least 1."""
+    return max(threads // jobs, 1)
+
+
 def worker_env(
     slot: int, jobs: int, threads: int, gpus: int, base: dict[str, str] | None = None
 ) -> dict[str, str]:
     """The environment of the worker in ``slot`` (0 .. jobs-1): ``threads // jobs`` threads
     (at least 1), and with ``gpus >= jobs`` its own ``gpus // jobs`` GPUs."""
     env = dict(os.environ if base is None else base)
-    per = str(max(threads // jobs, 1))
+    per = str(threads_each(threads, jobs))
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = per
     if gpus >= jobs:
         share = gpus // jobs
@@ -130,7 +135,7 @@ def threads_per_job(jobs: int) -> int:
     """The threads each of ``jobs`` workers gets (:func:`worker_env`)."""
     import torch
 
-    return max(torch.get_num_threads() // jobs, 1)
+    return threads_each(torch.get_num_threads(), jobs)
 
 
 def _task_name(task: Task) -> str:
@@ -144,12 +149,18 @@ def run_parallel(cfg: Any) -> dict[str, Any]:
     as described in this module; return the gathered results."""
     import torch
 
-    from realjudge.reproduce.runner import DATA_DIR, prepare_data, resolve, run_sequential
+    from realjudge.reproduce.runner import (
+        DATA_DIR,
+        output_dir,
+        prepare_data,
+        resolve,
+        run_sequential,
+    )
 
     started = time.perf_counter()
     jobs = cfg.jobs
     exp = resolve(cfg)
-    out = Path(cfg.out or f"runs/reproduce-{exp.name}").resolve()
+    out = output_dir(cfg, exp)
     out.mkdir(parents=True, exist_ok=True)
     prepare_data(exp, out / DATA_DIR)
     # the starting model's evaluation, once, before any worker needs it
@@ -165,7 +176,7 @@ def run_parallel(cfg: Any) -> dict[str, Any]:
         "%d runs over %d workers, %d thread(s) each%s",
         len(tasks),
         jobs,
-        max(threads // jobs, 1),
+        threads_each(threads, jobs),
         f", {gpus // jobs} GPU(s) each" if gpus >= jobs else "",
     )
     done: set[tuple[int, str]] = set()

@@ -917,6 +917,11 @@ def run_reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     return run_sequential(cfg)
 
 
+def output_dir(cfg: ReproduceConfig, exp: Experiment) -> Path:
+    """Where ``cfg``'s results go: ``cfg.out``, by default ``runs/reproduce-<preset>``."""
+    return Path(cfg.out or f"runs/reproduce-{exp.name}").resolve()
+
+
 def run_sequential(cfg: ReproduceConfig, started: float | None = None) -> dict[str, Any]:
     """The runs of ``cfg`` one after the other in this process (finished ones reused), then
     their results; ``started``: the ``perf_counter`` the total wall time counts from."""
@@ -924,7 +929,7 @@ def run_sequential(cfg: ReproduceConfig, started: float | None = None) -> dict[s
     from realjudge.reproduce.report import write_results
 
     exp = resolve(cfg)
-    out = Path(cfg.out or f"runs/reproduce-{exp.name}").resolve()
+    out = output_dir(cfg, exp)
     out.mkdir(parents=True, exist_ok=True)
     reuse = reuse_dirs(cfg.reuse)
     data_dir = out / DATA_DIR
