@@ -57,7 +57,7 @@ def default_stages(start: str = WARM_STARTS[0]) -> list[Stage]:
     cores: the lower half of the layers stay frozen (15 of the embedded model's 30), which
     halves the backward pass.
 
-    ``start="raft"`` (150 steps, the default) trains the score alone, with no feedback: its
+    ``start="raft"`` (250 steps, the default) trains the score alone, with no feedback: its
     score reads the response itself and carries over to the out-of-domain split, but the
     feedback it writes before the score checks nothing. It keeps its best weights on the
     validation split (:data:`RAFT_SELECTION`). ``start="tract"`` (100 steps) trains
@@ -69,7 +69,7 @@ def default_stages(start: str = WARM_STARTS[0]) -> list[Stage]:
     if start == "raft":
         supervised.update(RAFT_SELECTION)
     return [
-        Stage(start, 100 if start == "tract" else 150, supervised, freeze_fraction=0.5),
+        Stage(start, 100 if start == "tract" else 250, supervised, freeze_fraction=0.5),
         Stage(
             "real",
             6,
