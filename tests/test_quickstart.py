@@ -94,7 +94,7 @@ def test_quickstart_warm_start_is_tract_or_raft(monkeypatch):
     assert main(["quickstart", "--out", "x"]) == 0
     assert main(["quickstart", "--start", "raft", "--steps", "5", "1", "--out", "x"]) == 0
     tract, raft, short = ([(s.method, s.max_steps) for s in cfg.stages] for cfg in seen)
-    assert tract == [("tract", 100), ("real", 6)]
+    assert tract == [("tract", 200), ("real", 6)]
     assert raft == [("raft", 250), ("real", 6)]
     assert short == [("raft", 5), ("real", 1)]
     optimiser = ("learning_rate", "batch_size", "warmup_steps")

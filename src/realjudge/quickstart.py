@@ -60,7 +60,7 @@ def default_stages(start: str = WARM_STARTS[0]) -> list[Stage]:
     ``start="raft"`` (250 steps, the default) trains the score alone, with no feedback: its
     score reads the response itself and carries over to the out-of-domain split, but the
     feedback it writes before the score checks nothing. It keeps its best weights on the
-    validation split (:data:`RAFT_SELECTION`). ``start="tract"`` (100 steps) trains
+    validation split (:data:`RAFT_SELECTION`). ``start="tract"`` (200 steps) trains
     on the reference feedbacks, so the judge writes item-by-item checks in domain, and its
     score follows them, which out of domain it cannot do (README, "The main job")."""
     if start not in WARM_STARTS:
@@ -69,7 +69,7 @@ def default_stages(start: str = WARM_STARTS[0]) -> list[Stage]:
     if start == "raft":
         supervised.update(RAFT_SELECTION)
     return [
-        Stage(start, 100 if start == "tract" else 250, supervised, freeze_fraction=0.5),
+        Stage(start, 200 if start == "tract" else 250, supervised, freeze_fraction=0.5),
         Stage(
             "real",
             6,
