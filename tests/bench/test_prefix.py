@@ -45,6 +45,9 @@ def test_bench_prefix_times_both_arms_and_prints_one_line_per_method(tmp_path, c
         assert r["common_prefix_tokens"] < r["mean_prompt_tokens"]
         assert saved["speedups"][method] > 0
         assert r["freeze_layers"] == 1  # half of the tiny model's 2 layers
+        assert r["device"] == "cpu"  # this machine has no GPU
+    # the environment is the device's the steps ran on
+    assert saved["environment"]["gpu"] is None and saved["environment"]["cpu"]
 
 
 def test_bench_prefix_refuses_what_it_cannot_measure():

@@ -88,6 +88,7 @@ def _bench_method(
                 values["full"].append(got[False])
                 ratios.append(_ratio(got[False], got[True]))
             mixed = str(run.acc.mixed_precision)
+            device = str(run.acc.device)
         finally:
             _release(run.acc)
     return {
@@ -99,6 +100,7 @@ def _bench_method(
         "mean_prompt_tokens": mean_prompt,
         "freeze_layers": cfg.freeze_layers,
         "mixed_precision": mixed,
+        "device": device,
     }
 
 
@@ -142,7 +144,10 @@ def bench_prefix(
             "seed": seed,
             "torch_threads": threads_used,
         },
-        "environment": runtime_environment("cpu"),
+        # the machine the steps ran on: train's device is ``auto`` (a GPU when there is one)
+        "environment": runtime_environment(
+            next(iter(per_method.values()))["device"] if per_method else "auto"
+        ),
     }
     if json_out:
         write_json(out, json_out)
