@@ -96,8 +96,13 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 @pytest.mark.parametrize("method", ["sft", "raft", "tract", "grpo", "real"])
 def test_micro_batching_does_not_change_the_update(tmp_path, method):
-    whole = train(run_config(method, tmp_path, "whole", grad_accum=1))
-    split = train(run_config(method, tmp_path, "split", grad_accum=4))
+    # RL methods: one update. The second step samples its rollouts from the first's weights,
+    # which the two runs reach up to float rounding (~4e-9 here), and a sampled token sits on
+    # a knife edge: on an AMD EPYC one flipped in REAL's second step and the runs parted by
+    # 4e-3 (the same rollouts when the first step moves nothing, so not a different draw).
+    steps = 1 if method in ("grpo", "real") else 2
+    whole = train(run_config(method, tmp_path, "whole", grad_accum=1, max_steps=steps))
+    split = train(run_config(method, tmp_path, "split", grad_accum=4, max_steps=steps))
     start = train(run_config(method, tmp_path, "start", max_steps=1, learning_rate=1e-12))
     a, b = exported(whole.out), exported(split.out)
     moved = max_difference(a, exported(start.out))
